@@ -1,0 +1,115 @@
+//! The command line: `portail-agent [sync [--dry-run] | verify | watch]`.
+//!
+//! In: arguments and the environment. Out: an exit code — 0 converged, 1 some files could not
+//! be synced, 2 configuration error (also for a missing SYNC_ROOT, an unmounted share).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use portail_core::config::ConfigError;
+
+use crate::{sync_once, Agent, AgentConfig, SyncOptions};
+
+/// Exit code: everything converged.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: some files could not be synced (the summary names them).
+pub const EXIT_INCOMPLETE: u8 = 1;
+/// Exit code: configuration error.
+pub const EXIT_CONFIG: u8 = 2;
+
+/// Mirrors SYNC_ROOT to S3 and records every file in PostgreSQL.
+#[derive(Debug, Parser)]
+#[command(name = "portail-agent", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one full pass, then exit.
+    Sync {
+        /// Print the planned actions; change nothing in S3 or the catalog.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// Runs the CLI and returns the process exit code.
+pub async fn run(cli: Cli) -> ExitCode {
+    let Some(command) = cli.command else {
+        // Watch mode is the default once it lands; until then, say what exists.
+        use clap::CommandFactory;
+        let _ = Cli::command().print_help();
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let cfg = match AgentConfig::from_env() {
+        Ok(cfg) => cfg,
+        Err(e) => return config_error(&e),
+    };
+    let _guard = match portail_core::telemetry::init(&cfg.log, "portail-agent") {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("portail-agent: {e:#}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match command {
+        Command::Sync { dry_run } => match sync(cfg, dry_run).await {
+            Ok(code) => ExitCode::from(code),
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "sync failed");
+                eprintln!("portail-agent: {e:#}");
+                let missing_root = e.downcast_ref::<crate::scan::ScanError>().is_some();
+                ExitCode::from(if missing_root {
+                    EXIT_CONFIG
+                } else {
+                    EXIT_INCOMPLETE
+                })
+            }
+        },
+    }
+}
+
+fn config_error(e: &ConfigError) -> ExitCode {
+    eprintln!("portail-agent: configuration error: {e}");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+async fn sync(cfg: AgentConfig, dry_run: bool) -> anyhow::Result<u8> {
+    let registry = prometheus::Registry::new();
+    portail_core::metrics::register_build_info(&registry, "portail-agent")?;
+    let pool = portail_core::catalog::connect(&cfg.db).await?;
+    let s3 = portail_core::s3::build_client(&cfg.s3).await;
+    let agent = Agent::start(cfg.agent, pool, s3, cfg.s3.aws_bucket_name, &registry).await?;
+    let report = sync_once(&agent, &SyncOptions { dry_run }).await?;
+    for line in &report.planned {
+        println!("{line}");
+    }
+    for f in &report.failed {
+        eprintln!("failed: {} ({}): {}", f.path, f.stage, f.error);
+    }
+    for s in report.skipped.iter().filter(|s| s.reason.is_problem()) {
+        match &s.raw_hex {
+            Some(hex) => eprintln!(
+                "not synced: {} (raw name hex {hex}): {}",
+                s.path,
+                s.reason.label()
+            ),
+            None => eprintln!("not synced: {}: {}", s.path, s.reason.label()),
+        }
+    }
+    if let Some(b) = &report.deletes_blocked {
+        eprintln!("deletes blocked ({}): {}", b.guard.label(), b.message);
+    }
+    let summary = report.summary();
+    tracing::info!(converged = report.converged(), "{summary}");
+    println!("{}{summary}", if dry_run { "dry run: " } else { "" });
+    Ok(if report.converged() {
+        EXIT_OK
+    } else {
+        EXIT_INCOMPLETE
+    })
+}

@@ -1,0 +1,259 @@
+//! The agent's configuration.
+//!
+//! In: environment variables (see `.env.example`). Out: an [`AgentConfig`] holding the shared
+//! sections from `portail-core` plus the agent's own [`AgentSettings`], or a `ConfigError`
+//! naming the variable (the binary exits with code 2).
+
+use std::path::PathBuf;
+
+use portail_core::config::{
+    ByteSize, ConfigError, DatabaseConfig, FromEnv, LogConfig, S3Config, ValueKind,
+};
+use serde::Deserialize;
+
+/// Everything the agent reads from its environment.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The agent's own settings.
+    pub agent: AgentSettings,
+    /// How to reach PostgreSQL.
+    pub db: DatabaseConfig,
+    /// How to reach S3.
+    pub s3: S3Config,
+    /// Where logs go.
+    pub log: LogConfig,
+}
+
+impl AgentConfig {
+    /// Reads and validates every section from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let cfg = AgentConfig {
+            agent: AgentSettings::from_env()?,
+            db: DatabaseConfig::from_env()?,
+            s3: S3Config::from_env()?,
+            log: LogConfig::from_env()?,
+        };
+        cfg.s3.validate()?;
+        cfg.agent.validate()?;
+        Ok(cfg)
+    }
+}
+
+/// The agent's own variables.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AgentSettings {
+    /// SYNC_ROOT: the directory mirrored to S3. Required.
+    pub sync_root: PathBuf,
+    /// AGENT_ID: this agent's unique name in the catalog. Default: the host name.
+    pub agent_id: Option<String>,
+    /// S3_PREFIX: prepended to every key. A trailing `/` is added when missing, so
+    /// `S3_PREFIX=host1` stores `a/b.txt` as `host1/a/b.txt`. Default: empty.
+    #[serde(default)]
+    pub s3_prefix: String,
+    /// METRICS_ADDR: where `/metrics`, `/healthz` and `/readyz` are served.
+    /// Default `127.0.0.1:9101`.
+    #[serde(default = "default_metrics_addr")]
+    pub metrics_addr: String,
+    /// UPLOAD_CONCURRENCY: files (or multipart parts) in flight at once. Default 16.
+    #[serde(default = "default_upload_concurrency")]
+    pub upload_concurrency: usize,
+    /// MULTIPART_THRESHOLD: files at least this large use multipart upload. Default `64MiB`.
+    #[serde(default = "default_multipart_threshold")]
+    pub multipart_threshold: ByteSize,
+    /// MULTIPART_PART_SIZE: the size of each part (S3 needs at least 5 MiB, except the last).
+    /// Default `16MiB`. Raised automatically when a file would need more than 10 000 parts.
+    #[serde(default = "default_part_size")]
+    pub multipart_part_size: ByteSize,
+    /// EXCLUDE: comma-separated glob patterns, matched against the relative path, e.g.
+    /// `*.tmp,.git/**`. A pattern matching a directory skips everything below it.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// MAX_DELETE: refuse a pass that would delete more files than this. Default: no cap.
+    pub max_delete: Option<u64>,
+    /// MAX_DELETE_PERCENT: refuse a pass that would delete more than this percentage of the
+    /// tracked files. Default 50; 100 disables the guard.
+    #[serde(default = "default_max_delete_percent")]
+    pub max_delete_percent: u32,
+    /// ALLOW_EMPTY_ROOT: let a pass over an empty SYNC_ROOT delete the tracked files.
+    /// Default false: an empty root usually means an unmounted share.
+    #[serde(default)]
+    pub allow_empty_root: bool,
+    /// DELETE_MODE: `delete` (default) removes the object of a vanished file; `keep` only marks
+    /// its row deleted and leaves the object in place.
+    #[serde(default = "default_delete_mode")]
+    pub delete_mode: DeleteMode,
+}
+
+/// What happens to the object of a file that is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeleteMode {
+    /// Delete the object.
+    Delete,
+    /// Keep the object; only the catalog row is marked deleted.
+    Keep,
+}
+
+fn default_max_delete_percent() -> u32 {
+    50
+}
+fn default_delete_mode() -> DeleteMode {
+    DeleteMode::Delete
+}
+
+fn default_metrics_addr() -> String {
+    "127.0.0.1:9101".into()
+}
+fn default_upload_concurrency() -> usize {
+    16
+}
+fn default_multipart_threshold() -> ByteSize {
+    ByteSize(64 << 20)
+}
+fn default_part_size() -> ByteSize {
+    ByteSize(16 << 20)
+}
+
+impl FromEnv for AgentSettings {
+    const TYPED_VARS: &'static [(&'static str, ValueKind)] = &[
+        ("MULTIPART_THRESHOLD", ValueKind::Size),
+        ("MULTIPART_PART_SIZE", ValueKind::Size),
+    ];
+}
+
+impl AgentSettings {
+    /// Settings for a root, with every other value at its default. Handy for tests and tools.
+    pub fn for_root(root: impl Into<PathBuf>) -> Self {
+        AgentSettings {
+            sync_root: root.into(),
+            agent_id: None,
+            s3_prefix: String::new(),
+            metrics_addr: default_metrics_addr(),
+            upload_concurrency: default_upload_concurrency(),
+            multipart_threshold: default_multipart_threshold(),
+            multipart_part_size: default_part_size(),
+            exclude: Vec::new(),
+            max_delete: None,
+            max_delete_percent: default_max_delete_percent(),
+            allow_empty_root: false,
+            delete_mode: DeleteMode::Delete,
+        }
+    }
+
+    /// Checks the values serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |var: &str, reason: &str| {
+            Err(ConfigError::Invalid {
+                var: var.into(),
+                reason: reason.into(),
+            })
+        };
+        if self.upload_concurrency == 0 {
+            return invalid("UPLOAD_CONCURRENCY", "must be at least 1");
+        }
+        if self.max_delete_percent > 100 {
+            return invalid("MAX_DELETE_PERCENT", "must be between 0 and 100");
+        }
+        if self.multipart_part_size.0 < 5 << 20 {
+            return invalid("MULTIPART_PART_SIZE", "S3 needs parts of at least 5MiB");
+        }
+        if self.multipart_part_size.0 > 5 << 30 {
+            return invalid("MULTIPART_PART_SIZE", "S3 allows parts of at most 5GiB");
+        }
+        if self.key_prefix().len() > 512 {
+            return invalid(
+                "S3_PREFIX",
+                "longer than 512 bytes leaves too little of the 1024-byte key",
+            );
+        }
+        crate::scan::Excludes::new(&self.exclude)
+            .map(|_| ())
+            .map_err(|e| ConfigError::Invalid {
+                var: "EXCLUDE".into(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// The delete guards these settings describe.
+    pub fn delete_guards(&self) -> crate::plan::DeleteGuards {
+        crate::plan::DeleteGuards {
+            max_delete: self.max_delete,
+            max_delete_percent: self.max_delete_percent,
+            allow_empty_root: self.allow_empty_root,
+        }
+    }
+
+    /// The agent's name: AGENT_ID, or the host name.
+    pub fn agent_name(&self) -> String {
+        self.agent_id.clone().unwrap_or_else(hostname_or_unknown)
+    }
+
+    /// S3_PREFIX normalised: no leading `/`, and a trailing `/` unless empty.
+    pub fn key_prefix(&self) -> String {
+        let p = self.s3_prefix.trim_start_matches('/');
+        if p.is_empty() || p.ends_with('/') {
+            p.to_string()
+        } else {
+            format!("{p}/")
+        }
+    }
+}
+
+/// The host name, or `unknown-host` when the OS will not say.
+pub fn hostname_or_unknown() -> String {
+    hostname::get()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "unknown-host".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_is_normalised() {
+        let mut s = AgentSettings::for_root("/x");
+        assert_eq!(s.key_prefix(), "");
+        s.s3_prefix = "host1".into();
+        assert_eq!(s.key_prefix(), "host1/");
+        s.s3_prefix = "/a/b/".into();
+        assert_eq!(s.key_prefix(), "a/b/");
+    }
+
+    #[test]
+    fn env_parsing_names_bad_variables() {
+        let vars = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
+        };
+        let err = AgentSettings::from_vars(vars(&[])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "SYNC_ROOT is required but not set (see .env.example)"
+        );
+        let err =
+            AgentSettings::from_vars(vars(&[("SYNC_ROOT", "/d"), ("MULTIPART_THRESHOLD", "big")]))
+                .unwrap_err();
+        assert!(err
+            .to_string()
+            .starts_with("MULTIPART_THRESHOLD is invalid"));
+        let s = AgentSettings::from_vars(vars(&[
+            ("SYNC_ROOT", "/d"),
+            ("EXCLUDE", "*.tmp,.git/**"),
+            ("UPLOAD_CONCURRENCY", "4"),
+        ]))
+        .unwrap();
+        assert_eq!(s.exclude, vec!["*.tmp", ".git/**"]);
+        assert_eq!(s.upload_concurrency, 4);
+        s.validate().unwrap();
+        let mut s = s;
+        s.multipart_part_size = ByteSize(1024);
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("MULTIPART_PART_SIZE"));
+    }
+}

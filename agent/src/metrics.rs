@@ -1,0 +1,122 @@
+//! The agent's metrics, registered on the process registry.
+//!
+//! In: a `prometheus::Registry`. Out: typed handles the stages update. The names live in
+//! `portail_core::metrics::names`; every label is bounded (reason, stage, kind, guard).
+
+use portail_core::metrics::names;
+use prometheus::{
+    exponential_buckets, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry,
+};
+
+/// Handles to every agent metric.
+#[derive(Debug, Clone)]
+pub struct AgentMetrics {
+    /// Regular files seen by scans.
+    pub files_scanned: IntCounter,
+    /// Files whose bytes were uploaded.
+    pub files_uploaded: IntCounter,
+    /// Bytes uploaded.
+    pub bytes_uploaded: IntCounter,
+    /// Files deleted (or marked deleted with DELETE_MODE=keep).
+    pub files_deleted: IntCounter,
+    /// Files renamed server-side.
+    pub files_renamed: IntCounter,
+    /// Entries skipped, by reason.
+    pub files_skipped: IntCounterVec,
+    /// Errors, by stage and kind.
+    pub errors: IntCounterVec,
+    /// Seconds per upload.
+    pub upload_duration: Histogram,
+    /// Bytes read to compute MD5s.
+    pub hash_bytes: IntCounter,
+    /// Files needing work after the last pass.
+    pub pending_files: IntGauge,
+    /// Files tracked as synced.
+    pub tracked_files: IntGauge,
+    /// Bytes tracked as synced.
+    pub tracked_bytes: IntGauge,
+    /// Unix time of the last completed full scan.
+    pub last_full_scan: IntGauge,
+    /// Unix time of the last pass that converged.
+    pub last_success: IntGauge,
+    /// Deletes refused by a guard, by guard.
+    pub deletes_blocked: IntCounterVec,
+}
+
+impl AgentMetrics {
+    /// Creates and registers every metric.
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        fn reg<M: prometheus::core::Collector + Clone + 'static>(
+            r: &Registry,
+            m: M,
+        ) -> prometheus::Result<M> {
+            r.register(Box::new(m.clone()))?;
+            Ok(m)
+        }
+        let counter = |name: &str, help: &str| reg(registry, IntCounter::new(name, help)?);
+        let gauge = |name: &str, help: &str| reg(registry, IntGauge::new(name, help)?);
+        let vec = |name: &str, help: &str, labels: &[&str]| {
+            reg(registry, IntCounterVec::new(Opts::new(name, help), labels)?)
+        };
+        Ok(AgentMetrics {
+            files_scanned: counter(names::AGENT_FILES_SCANNED, "Regular files seen by scans.")?,
+            files_uploaded: counter(
+                names::AGENT_FILES_UPLOADED,
+                "Files whose bytes were uploaded.",
+            )?,
+            bytes_uploaded: counter(names::AGENT_BYTES_UPLOADED, "Bytes uploaded.")?,
+            files_deleted: counter(
+                names::AGENT_FILES_DELETED,
+                "Files deleted from S3 or marked deleted.",
+            )?,
+            files_renamed: counter(
+                names::AGENT_FILES_RENAMED,
+                "Files renamed with a server-side copy.",
+            )?,
+            files_skipped: vec(
+                names::AGENT_FILES_SKIPPED,
+                "Entries not synced, by reason.",
+                &["reason"],
+            )?,
+            errors: vec(
+                names::AGENT_ERRORS,
+                "Errors, by pipeline stage and kind.",
+                &["stage", "kind"],
+            )?,
+            upload_duration: reg(
+                registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(names::AGENT_UPLOAD_DURATION, "Seconds per file upload.")
+                        .buckets(exponential_buckets(0.001, 2.5, 14)?),
+                )?,
+            )?,
+            hash_bytes: counter(names::AGENT_HASH_BYTES, "Bytes read to compute MD5s.")?,
+            pending_files: gauge(
+                names::AGENT_PENDING_FILES,
+                "Files not synced after the last pass.",
+            )?,
+            tracked_files: gauge(
+                names::AGENT_TRACKED_FILES,
+                "Files the catalog tracks as synced.",
+            )?,
+            tracked_bytes: gauge(
+                names::AGENT_TRACKED_BYTES,
+                "Bytes the catalog tracks as synced.",
+            )?,
+            last_full_scan: gauge(
+                names::AGENT_LAST_FULL_SCAN,
+                "Unix time of the last completed full scan.",
+            )?,
+            last_success: gauge(
+                names::AGENT_LAST_SUCCESS,
+                "Unix time of the last pass that converged.",
+            )?,
+            deletes_blocked: vec(
+                names::AGENT_DELETES_BLOCKED,
+                "Passes whose deletes a guard refused, by guard.",
+                &["guard"],
+            )?,
+        })
+    }
+}

@@ -1,0 +1,334 @@
+//! Stage 1, scan: walk the root and describe every entry.
+//!
+//! In: the root directory, the key prefix and the EXCLUDE patterns.
+//! Out: a [`ScanOutcome`]: regular files as [`LocalFile`]s in bytewise path order (the order of
+//! the catalog's `collate "C"`), plus every entry that was skipped on purpose and every entry
+//! that could not be read. Nothing is ever silently dropped.
+//!
+//! Symlinks are never followed, so loops are harmless. FIFOs, sockets and devices are skipped
+//! without being opened (opening a FIFO blocks).
+
+use std::cmp::Ordering;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use globset::{GlobSet, GlobSetBuilder};
+use walkdir::{DirEntry, WalkDir};
+
+/// The longest key S3 accepts, in bytes, prefix included.
+pub const MAX_KEY_BYTES: usize = 1024;
+
+/// A regular file found by the scan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalFile {
+    /// Relative to the root, '/'-separated.
+    pub path: String,
+    /// The S3 key: prefix + path.
+    pub key: String,
+    /// What the file looked like when it was seen.
+    pub meta: FileMeta,
+}
+
+/// The identity of a file's content as far as the file system tells: when all of it matches
+/// the catalog, the file is not read again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileMeta {
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, truncated to microseconds (what PostgreSQL stores).
+    pub mtime: DateTime<Utc>,
+    /// Inode number.
+    pub inode: i64,
+    /// Status change time, truncated to microseconds.
+    pub ctime: DateTime<Utc>,
+}
+
+impl FileMeta {
+    /// Reads the identity from `std::fs::Metadata`.
+    pub fn from_metadata(m: &std::fs::Metadata) -> Self {
+        FileMeta {
+            size: m.len(),
+            mtime: unix_micros(m.mtime(), m.mtime_nsec()),
+            inode: m.ino() as i64,
+            ctime: unix_micros(m.ctime(), m.ctime_nsec()),
+        }
+    }
+}
+
+fn unix_micros(secs: i64, nsec: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(secs, (nsec as u32 / 1000) * 1000).unwrap_or_default()
+}
+
+/// Why an entry was deliberately not synced. Each is counted under this label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SkipReason {
+    /// A symlink; links are not followed.
+    Symlink,
+    /// A FIFO, socket or device.
+    SpecialFile,
+    /// Matched an EXCLUDE pattern.
+    Excluded,
+    /// The name is not valid UTF-8, so it cannot be an S3 key.
+    NonUtf8Name,
+    /// Prefix plus path exceed 1024 bytes.
+    KeyTooLong,
+}
+
+impl SkipReason {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            SkipReason::Symlink => "symlink",
+            SkipReason::SpecialFile => "special_file",
+            SkipReason::Excluded => "excluded",
+            SkipReason::NonUtf8Name => "non_utf8_name",
+            SkipReason::KeyTooLong => "key_too_long",
+        }
+    }
+
+    /// Whether the skip is a problem the operator must hear about (as opposed to a choice).
+    pub fn is_problem(self) -> bool {
+        matches!(self, SkipReason::NonUtf8Name | SkipReason::KeyTooLong)
+    }
+}
+
+/// An entry that was skipped on purpose.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Skipped {
+    /// The relative path, lossily decoded for display.
+    pub path: String,
+    /// The raw bytes of the relative path in hex, for names that are not UTF-8.
+    pub raw_hex: Option<String>,
+    /// Why.
+    pub reason: SkipReason,
+}
+
+/// An entry the scan could not read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScanFailure {
+    /// The relative path (lossy), or the root's own path.
+    pub path: String,
+    /// The I/O error and its causes.
+    pub error: String,
+}
+
+/// What one walk of the root found.
+#[derive(Debug, Default)]
+pub struct ScanOutcome {
+    /// Regular files, in bytewise path order.
+    pub files: Vec<LocalFile>,
+    /// Entries skipped on purpose.
+    pub skipped: Vec<Skipped>,
+    /// Entries that could not be read. Any of these disables deletes for the pass.
+    pub failures: Vec<ScanFailure>,
+}
+
+/// Why a scan could not start at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    /// The root does not exist or is not a directory: an unmounted share looks like this.
+    #[error("SYNC_ROOT {0} is missing or not a directory (is the share mounted?)")]
+    RootMissing(PathBuf),
+}
+
+/// Compiled EXCLUDE patterns.
+#[derive(Debug, Clone)]
+pub struct Excludes {
+    /// Patterns without a '/', matched against the entry's name at any depth.
+    names: GlobSet,
+    /// Patterns with a '/', matched against the whole relative path.
+    paths: GlobSet,
+}
+
+impl Excludes {
+    /// Compiles the patterns. `*` never crosses a '/'; `**` does.
+    pub fn new(patterns: &[String]) -> Result<Self, globset::Error> {
+        let mut names = GlobSetBuilder::new();
+        let mut paths = GlobSetBuilder::new();
+        for p in patterns.iter().map(|p| p.trim()).filter(|p| !p.is_empty()) {
+            let glob = globset::GlobBuilder::new(p.trim_start_matches('/'))
+                .literal_separator(true)
+                .build()?;
+            if p.contains('/') {
+                paths.add(glob);
+            } else {
+                names.add(glob);
+            }
+        }
+        Ok(Excludes {
+            names: names.build()?,
+            paths: paths.build()?,
+        })
+    }
+
+    /// Whether a relative path (a file, or a directory when `is_dir`) is excluded.
+    pub fn is_excluded(&self, rel: &str, is_dir: bool) -> bool {
+        let name = rel.rsplit('/').next().unwrap_or(rel);
+        if self.names.is_match(name) || self.paths.is_match(rel) {
+            return true;
+        }
+        // `.git/**` should prune the directory `.git` itself.
+        is_dir && self.paths.is_match(format!("{rel}/"))
+    }
+}
+
+/// Sorts siblings so that the walk yields full paths in bytewise order: a directory sorts as
+/// if its name ended with '/', which is where its children fall among its siblings.
+fn byte_order(a: &DirEntry, b: &DirEntry) -> Ordering {
+    let key = |e: &DirEntry| {
+        let slash: &[u8] = if e.file_type().is_dir() { b"/" } else { b"" };
+        (e.file_name().as_bytes().to_vec(), slash)
+    };
+    let (an, asl) = key(a);
+    let (bn, bsl) = key(b);
+    an.iter().chain(asl).cmp(bn.iter().chain(bsl))
+}
+
+/// Walks the root. Blocking: call it from `spawn_blocking`.
+pub fn scan(root: &Path, prefix: &str, excludes: &Excludes) -> Result<ScanOutcome, ScanError> {
+    match std::fs::metadata(root) {
+        Ok(m) if m.is_dir() => {}
+        _ => return Err(ScanError::RootMissing(root.to_path_buf())),
+    }
+    let mut out = ScanOutcome::default();
+    let mut walk = WalkDir::new(root)
+        .follow_links(false)
+        .sort_by(byte_order)
+        .into_iter();
+    while let Some(item) = walk.next() {
+        let entry = match item {
+            Ok(e) => e,
+            Err(err) => {
+                let path = err
+                    .path()
+                    .map(|p| relative(root, p).0)
+                    .unwrap_or_else(|| root.display().to_string());
+                out.failures.push(ScanFailure {
+                    path,
+                    error: err.to_string(),
+                });
+                continue;
+            }
+        };
+        if entry.depth() == 0 {
+            continue;
+        }
+        let (rel, utf8) = relative(root, entry.path());
+        let ft = entry.file_type();
+        if ft.is_dir() {
+            if utf8 && excludes.is_excluded(&rel, true) {
+                out.skipped.push(Skipped {
+                    path: rel,
+                    raw_hex: None,
+                    reason: SkipReason::Excluded,
+                });
+                walk.skip_current_dir();
+            }
+            continue;
+        }
+        if utf8 && excludes.is_excluded(&rel, false) {
+            out.skipped.push(Skipped {
+                path: rel,
+                raw_hex: None,
+                reason: SkipReason::Excluded,
+            });
+            continue;
+        }
+        let reason = if ft.is_symlink() {
+            Some(SkipReason::Symlink)
+        } else if ft.is_fifo() || ft.is_socket() || ft.is_block_device() || ft.is_char_device() {
+            Some(SkipReason::SpecialFile)
+        } else if !utf8 {
+            Some(SkipReason::NonUtf8Name)
+        } else if prefix.len() + rel.len() > MAX_KEY_BYTES {
+            Some(SkipReason::KeyTooLong)
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            let raw_hex = (!utf8).then(|| hex::encode(relative_bytes(root, entry.path())));
+            out.skipped.push(Skipped {
+                path: rel,
+                raw_hex,
+                reason,
+            });
+            continue;
+        }
+        match entry.metadata() {
+            Ok(m) => out.files.push(LocalFile {
+                key: format!("{prefix}{rel}"),
+                path: rel,
+                meta: FileMeta::from_metadata(&m),
+            }),
+            Err(err) => out.failures.push(ScanFailure {
+                path: rel,
+                error: err.to_string(),
+            }),
+        }
+    }
+    Ok(out)
+}
+
+fn relative_bytes<'a>(root: &Path, path: &'a Path) -> &'a [u8] {
+    path.strip_prefix(root)
+        .unwrap_or(path)
+        .as_os_str()
+        .as_bytes()
+}
+
+/// The relative path as text, and whether it was valid UTF-8.
+fn relative(root: &Path, path: &Path) -> (String, bool) {
+    let raw = relative_bytes(root, path);
+    match std::str::from_utf8(raw) {
+        Ok(s) => (s.to_string(), true),
+        Err(_) => (String::from_utf8_lossy(raw).into_owned(), false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ex(p: &[&str]) -> Excludes {
+        Excludes::new(&p.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
+    }
+
+    #[test]
+    fn excludes_match_names_anywhere_and_paths_from_the_root() {
+        let e = ex(&["*.tmp", ".git/**", "build/cache"]);
+        assert!(e.is_excluded("a.tmp", false));
+        assert!(e.is_excluded("deep/er/a.tmp", false));
+        assert!(!e.is_excluded("a.tmpx", false));
+        assert!(e.is_excluded(".git", true));
+        assert!(e.is_excluded(".git/config", false));
+        assert!(!e.is_excluded("sub/.git/config", false));
+        assert!(e.is_excluded("build/cache", true));
+        assert!(!e.is_excluded("build", true));
+    }
+
+    #[test]
+    fn walk_order_is_bytewise_path_order() {
+        let dir = tempfile_dir();
+        for p in ["a-c", "a/b", "a.txt", "a/z/y", "B", "é", "a0"] {
+            let full = dir.join(p);
+            std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+            std::fs::write(full, b"x").unwrap();
+        }
+        let out = scan(&dir, "", &ex(&[])).unwrap();
+        let got: Vec<&str> = out.files.iter().map(|f| f.path.as_str()).collect();
+        let mut want = got.clone();
+        want.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        assert_eq!(got, want);
+        assert_eq!(got.len(), 7);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("portail-scan-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+}

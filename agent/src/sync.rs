@@ -1,0 +1,508 @@
+//! The pass driver: scan → plan → hash → transfer → catalog → deletes.
+//!
+//! In: an [`Agent`](crate::Agent) and [`SyncOptions`]. Out: a [`SyncReport`] with every count,
+//! every skipped entry and every failure, after S3 and the catalog have been brought in line
+//! with the tree as far as the guards allow. `Err` only for what stops a whole pass: the root
+//! is missing, or the catalog cannot be reached.
+//!
+//! Order matters for safety: deletes run after every upload and copy of the pass, so a rename
+//! never loses its source, and only when no guard objects.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::Utc;
+use futures::stream::{self, StreamExt};
+use portail_core::catalog::{self, EventKind, FailedFile, FileRow, FileStatus, SyncedFile};
+use serde_json::json;
+
+use crate::catalog::CatalogWriter;
+use crate::config::DeleteMode;
+use crate::hash::{self, HashError};
+use crate::plan::{self, Decision, DeleteContext, Work};
+use crate::scan::{self, FileMeta, Skipped};
+use crate::transfer::{self, content_type_for, TransferError};
+use crate::Agent;
+
+/// Files up to this size are read into memory once, hashed and uploaded from that buffer.
+const IN_MEMORY_LIMIT: u64 = 4 << 20;
+/// Attempts per file when it keeps changing while being read or uploaded.
+const ATTEMPTS: usize = 3;
+
+/// How to run a pass.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SyncOptions {
+    /// Print the plan; change nothing in S3 or the catalog.
+    pub dry_run: bool,
+}
+
+/// A file that could not be synced in this pass.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    /// The relative path.
+    pub path: String,
+    /// The stage: `scan`, `hash`, `transfer`, `delete`.
+    pub stage: &'static str,
+    /// The error with its causes.
+    pub error: String,
+}
+
+/// Everything one pass did.
+#[derive(Debug, Default)]
+pub struct SyncReport {
+    /// Regular files found.
+    pub scanned: u64,
+    /// Files whose metadata matched the catalog: not read.
+    pub unchanged: u64,
+    /// Files read and hashed.
+    pub hashed: u64,
+    /// Files whose bytes were uploaded.
+    pub uploaded: u64,
+    /// Files whose catalog row changed but whose content did not (a `touch`).
+    pub metadata_only: u64,
+    /// Files copied server-side from a vanished twin.
+    pub renamed: u64,
+    /// Rows marked deleted (objects deleted, or kept with DELETE_MODE=keep).
+    pub deleted: u64,
+    /// Bytes uploaded.
+    pub bytes_uploaded: u64,
+    /// Entries skipped on purpose.
+    pub skipped: Vec<Skipped>,
+    /// Files that could not be synced.
+    pub failed: Vec<Failure>,
+    /// Files that vanished between scan and read: the next pass handles them.
+    pub vanished: Vec<String>,
+    /// Why deletes were refused, if they were.
+    pub deletes_blocked: Option<plan::Blocked>,
+    /// With --dry-run: the actions a real pass would take, one per line.
+    pub planned: Vec<String>,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+impl SyncReport {
+    /// Whether S3 and the catalog now match the tree: nothing failed, nothing refused, no
+    /// name that could not be synced.
+    pub fn converged(&self) -> bool {
+        self.failed.is_empty()
+            && self.deletes_blocked.is_none()
+            && !self.skipped.iter().any(|s| s.reason.is_problem())
+    }
+
+    /// The one-line summary printed at the end of a pass.
+    pub fn summary(&self) -> String {
+        format!(
+            "scanned {} unchanged {} hashed {} uploaded {} updated {} renamed {} deleted {} skipped {} failed {} bytes {} in {:.2}s",
+            self.scanned,
+            self.unchanged,
+            self.hashed,
+            self.uploaded,
+            self.metadata_only,
+            self.renamed,
+            self.deleted,
+            self.skipped.len(),
+            self.failed.len(),
+            self.bytes_uploaded,
+            self.elapsed.as_secs_f64()
+        )
+    }
+}
+
+/// What happened to one file.
+enum Outcome {
+    Synced {
+        row: SyncedFile,
+        uploaded_bytes: Option<u64>,
+        renamed_from: Option<String>,
+    },
+    Failed(Failure, &'static str, Option<FileRow>, FileMeta),
+    Vanished(String),
+    Unstable(String),
+}
+
+/// Runs one full pass.
+pub async fn sync_once(agent: &Agent, opts: &SyncOptions) -> anyhow::Result<SyncReport> {
+    let started = Instant::now();
+    let settings = &agent.settings;
+    let m = &agent.metrics;
+    let mut report = SyncReport::default();
+
+    let root = settings.sync_root.clone();
+    let prefix = agent.prefix.clone();
+    let excludes = agent.excludes.clone();
+    let scanned = tokio::task::spawn_blocking(move || scan::scan(&root, &prefix, &excludes))
+        .await
+        .context("the scan task panicked")??;
+    m.last_full_scan.set(Utc::now().timestamp());
+    report.scanned = scanned.files.len() as u64;
+    m.files_scanned.inc_by(report.scanned);
+    for s in &scanned.skipped {
+        m.files_skipped.with_label_values(&[s.reason.label()]).inc();
+        if s.reason.is_problem() {
+            tracing::warn!(path = %s.path, raw_hex = s.raw_hex.as_deref().unwrap_or(""), reason = s.reason.label(), "not synced");
+        } else {
+            tracing::debug!(path = %s.path, reason = s.reason.label(), "skipped");
+        }
+    }
+    for f in &scanned.failures {
+        m.errors.with_label_values(&["scan", "io"]).inc();
+        tracing::error!(path = %f.path, error = %f.error, "cannot read entry");
+        report.failed.push(Failure {
+            path: f.path.clone(),
+            stage: "scan",
+            error: f.error.clone(),
+        });
+    }
+    let local_files = scanned.files.len() as u64;
+    let scan_failures = scanned.failures.len() as u64;
+    report.skipped = scanned.skipped;
+
+    let rows = catalog::files_of_agent(&agent.pool, agent.id)
+        .await
+        .context("reading the catalog")?;
+    let tracked = rows
+        .iter()
+        .filter(|r| r.status == FileStatus::Synced)
+        .count() as u64;
+    let planned = plan::plan(scanned.files, rows);
+    report.unchanged = planned.unchanged;
+
+    if opts.dry_run {
+        for w in &planned.work {
+            let why = match &w.previous {
+                None => "new",
+                Some(r) if r.status == FileStatus::Synced => "changed",
+                Some(_) => "not yet synced",
+            };
+            report
+                .planned
+                .push(format!("read  {} ({why}) -> {}", w.local.path, w.local.key));
+        }
+        let ctx = DeleteContext {
+            deletes: planned.gone.len() as u64,
+            tracked,
+            local_files,
+            scan_failures,
+        };
+        match plan::check_deletes(&settings.delete_guards(), &ctx) {
+            Ok(()) => {
+                for r in &planned.gone {
+                    report.planned.push(format!(
+                        "delete {} -> {} (or rename, if a new file has its content)",
+                        r.path, r.s3_key
+                    ));
+                }
+            }
+            Err(b) => report
+                .planned
+                .push(format!("deletes blocked: {}", b.message)),
+        }
+        report.elapsed = started.elapsed();
+        return Ok(report);
+    }
+
+    let sources = plan::rename_sources(&planned.gone);
+    let mut writer = CatalogWriter::new(agent.pool.clone(), agent.id);
+    let mut copy_sources_used: HashMap<String, String> = HashMap::new();
+    let mut outcomes = stream::iter(planned.work)
+        .map(|w| sync_file(agent, w, &sources))
+        .buffer_unordered(settings.upload_concurrency);
+    while let Some((hashed, outcome)) = outcomes.next().await {
+        report.hashed += hashed;
+        match outcome {
+            Outcome::Synced {
+                row,
+                uploaded_bytes,
+                renamed_from,
+            } => {
+                match (uploaded_bytes, &renamed_from) {
+                    (Some(n), _) => {
+                        report.uploaded += 1;
+                        report.bytes_uploaded += n;
+                        m.files_uploaded.inc();
+                        m.bytes_uploaded.inc_by(n);
+                    }
+                    (None, Some(from)) => {
+                        report.renamed += 1;
+                        m.files_renamed.inc();
+                        copy_sources_used.insert(from.clone(), row.path.clone());
+                    }
+                    (None, None) => report.metadata_only += 1,
+                }
+                writer.synced(row).await?;
+            }
+            Outcome::Failed(failure, kind, previous, meta) => {
+                m.errors.with_label_values(&[failure.stage, kind]).inc();
+                tracing::error!(path = %failure.path, stage = failure.stage, error = %failure.error, "sync failed");
+                let key = format!("{}{}", agent.prefix, failure.path);
+                writer
+                    .failed(FailedFile {
+                        path: failure.path.clone(),
+                        s3_key: previous.as_ref().map(|p| p.s3_key.clone()).unwrap_or(key),
+                        size_bytes: meta.size as i64,
+                        mtime: meta.mtime,
+                        error: failure.error.clone(),
+                        stage: failure.stage,
+                    })
+                    .await?;
+                report.failed.push(failure);
+            }
+            Outcome::Vanished(path) => report.vanished.push(path),
+            Outcome::Unstable(path) => {
+                m.errors.with_label_values(&["transfer", "changing"]).inc();
+                let error = format!(
+                    "kept changing during {ATTEMPTS} attempts; left pending for the next pass"
+                );
+                tracing::warn!(path = %path, "{error}");
+                writer.pending(path.clone(), error.clone()).await?;
+                report.failed.push(Failure {
+                    path,
+                    stage: "transfer",
+                    error,
+                });
+            }
+        }
+    }
+    drop(outcomes);
+    writer.flush().await.context("writing the catalog")?;
+
+    delete_gone(
+        agent,
+        planned.gone,
+        &copy_sources_used,
+        tracked,
+        local_files,
+        scan_failures,
+        &mut report,
+    )
+    .await?;
+
+    let totals = catalog::agent_totals(&agent.pool, agent.id).await?;
+    m.tracked_files.set(totals.synced_files);
+    m.tracked_bytes.set(totals.synced_bytes);
+    m.pending_files.set(totals.unsynced_files);
+    report.elapsed = started.elapsed();
+    if report.converged() {
+        m.last_success.set(Utc::now().timestamp());
+    }
+    Ok(report)
+}
+
+/// Reads, hashes and stores one file. Returns the number of hashes computed and the outcome.
+async fn sync_file(
+    agent: &Agent,
+    work: Work,
+    sources: &HashMap<(i64, String), FileRow>,
+) -> (u64, Outcome) {
+    let abs = transfer::absolute(&agent.settings.sync_root, &work.local.path);
+    let path = work.local.path.clone();
+    let failed = |stage, kind, error: String, meta| {
+        Outcome::Failed(
+            Failure {
+                path: path.clone(),
+                stage,
+                error,
+            },
+            kind,
+            work.previous.clone(),
+            meta,
+        )
+    };
+    let mut hashes = 0;
+    for _ in 0..ATTEMPTS {
+        let p = abs.clone();
+        let hashed =
+            match tokio::task::spawn_blocking(move || hash::hash_file(&p, IN_MEMORY_LIMIT)).await {
+                Ok(Ok(h)) => h,
+                Ok(Err(HashError::Changed)) => continue,
+                Ok(Err(HashError::Vanished)) => return (hashes, Outcome::Vanished(path)),
+                Ok(Err(e)) => {
+                    return (
+                        hashes,
+                        failed("hash", e.kind(), e.to_string(), work.local.meta),
+                    )
+                }
+                Err(e) => {
+                    return (
+                        hashes,
+                        failed("hash", "panic", e.to_string(), work.local.meta),
+                    )
+                }
+            };
+        hashes += 1;
+        agent.metrics.hash_bytes.inc_by(hashed.meta.size);
+        let md5_hex = hex::encode(hashed.md5);
+        let content_type = content_type_for(&work.local.path);
+        let decision = plan::decide(&work, &md5_hex, sources);
+        let key = &work.local.key;
+        let timer = std::time::Instant::now();
+        let stored: Result<Option<transfer::Stored>, TransferError> = match &decision {
+            Decision::MetadataOnly => Ok(None),
+            Decision::Copy { from } => agent.transfer.copy(&from.s3_key, key).await.map(Some),
+            Decision::Upload => match hashed.bytes {
+                Some(body) => agent
+                    .transfer
+                    .put_bytes(key, body, &hashed.md5, &content_type)
+                    .await
+                    .map(Some),
+                None => agent
+                    .transfer
+                    .put_file(key, &abs, hashed.meta.size, &hashed.md5, &content_type)
+                    .await
+                    .map(Some),
+            },
+        };
+        let stored = match stored {
+            Ok(s) => s,
+            Err(e) => {
+                return (
+                    hashes,
+                    failed("transfer", e.kind(), e.to_string(), hashed.meta),
+                )
+            }
+        };
+        if decision == Decision::Upload {
+            agent
+                .metrics
+                .upload_duration
+                .observe(timer.elapsed().as_secs_f64());
+        }
+        // The bytes S3 holds are the ones we hashed only if the file still looks the same.
+        let now = std::fs::symlink_metadata(&abs).map(|m| FileMeta::from_metadata(&m));
+        if now.as_ref().ok() != Some(&hashed.meta) {
+            if now.is_err() && stored.is_none() {
+                return (hashes, Outcome::Vanished(path));
+            }
+            continue;
+        }
+        let first = work
+            .previous
+            .as_ref()
+            .is_none_or(|p| p.status == FileStatus::Deleted);
+        let (event, details, renamed_from) = match &decision {
+            Decision::MetadataOnly => (
+                EventKind::Updated,
+                json!({"metadata_only": true, "size": hashed.meta.size}),
+                None,
+            ),
+            Decision::Copy { from } => (
+                EventKind::Renamed,
+                json!({"from": from.path, "md5": md5_hex}),
+                Some(from.path.clone()),
+            ),
+            Decision::Upload => (
+                if first {
+                    EventKind::Uploaded
+                } else {
+                    EventKind::Updated
+                },
+                json!({"size": hashed.meta.size, "md5": md5_hex, "etag": stored.as_ref().and_then(|s| s.etag.clone()), "multipart": stored.as_ref().is_some_and(|s| s.multipart)}),
+                None,
+            ),
+        };
+        let uploaded_bytes = (decision == Decision::Upload).then_some(hashed.meta.size);
+        let row = SyncedFile {
+            path: work.local.path.clone(),
+            s3_key: key.clone(),
+            size_bytes: hashed.meta.size as i64,
+            mtime: hashed.meta.mtime,
+            md5: md5_hex,
+            etag: stored.and_then(|s| s.etag),
+            content_type,
+            inode: Some(hashed.meta.inode),
+            ctime: Some(hashed.meta.ctime),
+            event,
+            details,
+        };
+        return (
+            hashes,
+            Outcome::Synced {
+                row,
+                uploaded_bytes,
+                renamed_from,
+            },
+        );
+    }
+    (hashes, Outcome::Unstable(path))
+}
+
+/// Deletes (or, with DELETE_MODE=keep, only marks) the rows whose file is gone, if the guards
+/// allow. Rename sources are handled here too: their content lives on under the new key.
+async fn delete_gone(
+    agent: &Agent,
+    gone: Vec<FileRow>,
+    renamed: &HashMap<String, String>,
+    tracked: u64,
+    local_files: u64,
+    scan_failures: u64,
+    report: &mut SyncReport,
+) -> anyhow::Result<()> {
+    if gone.is_empty() {
+        return Ok(());
+    }
+    let plain = gone
+        .iter()
+        .filter(|r| !renamed.contains_key(&r.path))
+        .count() as u64;
+    let ctx = DeleteContext {
+        deletes: plain,
+        tracked,
+        local_files,
+        scan_failures,
+    };
+    if let Err(blocked) = plan::check_deletes(&agent.settings.delete_guards(), &ctx) {
+        agent
+            .metrics
+            .deletes_blocked
+            .with_label_values(&[blocked.guard.label()])
+            .inc();
+        tracing::error!(guard = blocked.guard.label(), "{}", blocked.message);
+        report.deletes_blocked = Some(blocked);
+        return Ok(());
+    }
+    let keep = agent.settings.delete_mode == DeleteMode::Keep;
+    for chunk in gone.chunks(1000) {
+        let mut failed_keys: HashMap<String, String> = HashMap::new();
+        if !keep {
+            let keys: Vec<String> = chunk.iter().map(|r| r.s3_key.clone()).collect();
+            match agent.transfer.delete_batch(&keys).await {
+                Ok(errors) => failed_keys.extend(errors),
+                Err(e) => {
+                    let msg = e.to_string();
+                    failed_keys.extend(keys.into_iter().map(|k| (k, msg.clone())));
+                }
+            }
+        }
+        let mut done = Vec::with_capacity(chunk.len());
+        for row in chunk {
+            if let Some(err) = failed_keys.get(&row.s3_key) {
+                agent
+                    .metrics
+                    .errors
+                    .with_label_values(&["delete", "s3_error"])
+                    .inc();
+                tracing::error!(path = %row.path, key = %row.s3_key, error = %err, "delete failed");
+                report.failed.push(Failure {
+                    path: row.path.clone(),
+                    stage: "delete",
+                    error: err.clone(),
+                });
+                continue;
+            }
+            let details = match renamed.get(&row.path) {
+                Some(to) => json!({"renamed_to": to, "object_kept": keep}),
+                None => json!({"object_kept": keep}),
+            };
+            done.push((row.path.clone(), details));
+        }
+        catalog::record_deleted(&agent.pool, agent.id, &done).await?;
+        let plain_done = done
+            .iter()
+            .filter(|(p, _)| !renamed.contains_key(p))
+            .count() as u64;
+        report.deleted += plain_done;
+        agent.metrics.files_deleted.inc_by(plain_done);
+    }
+    Ok(())
+}

@@ -1,0 +1,337 @@
+//! The catalog: models and every SQL statement portail runs.
+//!
+//! In: a PostgreSQL pool. Out: typed rows ([`Agent`], [`FileRow`], [`FileEvent`]) and writes
+//! that are batched (one round trip per batch, via `UNNEST`), each change writing a
+//! `file_events` row in the same statement.
+//!
+//! All queries use `sqlx::query`/`query_as` rather than the macros, so builds need no database.
+
+mod models;
+
+pub use models::*;
+
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+
+use crate::config::DatabaseConfig;
+
+/// The schema in `migrations/`, embedded at build time. Both services run it at start.
+pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
+
+/// Opens a pool. A database that is down makes this fail after `acquire_timeout`, not hang.
+pub async fn connect(cfg: &DatabaseConfig) -> anyhow::Result<PgPool> {
+    let opts = cfg.connect_options()?;
+    let pool = PgPoolOptions::new()
+        .max_connections(cfg.db_max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(opts)
+        .await?;
+    Ok(pool)
+}
+
+/// Applies pending migrations. Safe to run from several processes at once (sqlx takes an
+/// advisory lock).
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    MIGRATOR.run(pool).await
+}
+
+/// Registers an agent by name, or refreshes its settings and `last_seen_at` if it exists.
+pub async fn register_agent(pool: &PgPool, agent: &NewAgent<'_>) -> sqlx::Result<Agent> {
+    sqlx::query_as::<_, Agent>(
+        "insert into agents (name, hostname, root, bucket, prefix)
+         values ($1, $2, $3, $4, $5)
+         on conflict (name) do update set
+             hostname = excluded.hostname, root = excluded.root, bucket = excluded.bucket,
+             prefix = excluded.prefix, last_seen_at = now()
+         returning *",
+    )
+    .bind(agent.name)
+    .bind(agent.hostname)
+    .bind(agent.root)
+    .bind(agent.bucket)
+    .bind(agent.prefix)
+    .fetch_one(pool)
+    .await
+}
+
+/// Every file row of one agent, in path order (bytewise, so it matches the scan order).
+pub async fn files_of_agent(pool: &PgPool, agent_id: i64) -> sqlx::Result<Vec<FileRow>> {
+    sqlx::query_as::<_, FileRow>(
+        r#"select * from files where agent_id = $1 order by path collate "C""#,
+    )
+    .bind(agent_id)
+    .fetch_all(pool)
+    .await
+}
+
+/// One file by id, with its agent's bucket, for presigning.
+pub async fn file_by_id(pool: &PgPool, id: i64) -> sqlx::Result<Option<FileWithBucket>> {
+    sqlx::query_as::<_, FileWithBucket>(
+        "select f.*, a.bucket, a.name as agent_name
+         from files f join agents a on a.id = f.agent_id where f.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Records uploaded or re-verified files as `synced`, in one statement, with one event each.
+pub async fn record_synced(
+    pool: &PgPool,
+    agent_id: i64,
+    batch: &[SyncedFile],
+) -> sqlx::Result<u64> {
+    if batch.is_empty() {
+        return Ok(0);
+    }
+    let mut path = Vec::with_capacity(batch.len());
+    let mut key = Vec::with_capacity(batch.len());
+    let mut size = Vec::with_capacity(batch.len());
+    let mut mtime = Vec::with_capacity(batch.len());
+    let mut md5 = Vec::with_capacity(batch.len());
+    let mut etag = Vec::with_capacity(batch.len());
+    let mut ctype = Vec::with_capacity(batch.len());
+    let mut inode = Vec::with_capacity(batch.len());
+    let mut ctime = Vec::with_capacity(batch.len());
+    let mut kind = Vec::with_capacity(batch.len());
+    let mut details = Vec::with_capacity(batch.len());
+    for f in batch {
+        path.push(f.path.as_str());
+        key.push(f.s3_key.as_str());
+        size.push(f.size_bytes);
+        mtime.push(f.mtime);
+        md5.push(f.md5.as_str());
+        etag.push(f.etag.as_deref());
+        ctype.push(f.content_type.as_str());
+        inode.push(f.inode);
+        ctime.push(f.ctime);
+        kind.push(f.event.as_str());
+        details.push(&f.details);
+    }
+    let result = sqlx::query(
+        "with input as (
+             select * from unnest($2::text[], $3::text[], $4::int8[], $5::timestamptz[],
+                                  $6::text[], $7::text[], $8::text[], $9::int8[],
+                                  $10::timestamptz[], $11::text[], $12::jsonb[])
+                 as t(path, s3_key, size_bytes, mtime, md5, etag, content_type, inode, ctime,
+                      kind, details)
+         ), up as (
+             insert into files (agent_id, path, s3_key, size_bytes, mtime, md5, etag,
+                                content_type, inode, ctime, status, last_error, synced_at,
+                                deleted_at, updated_at)
+             select $1, path, s3_key, size_bytes, mtime, md5, etag, content_type, inode, ctime,
+                    'synced', null, now(), null, now()
+             from input
+             on conflict (agent_id, path) do update set
+                 s3_key = excluded.s3_key, size_bytes = excluded.size_bytes,
+                 mtime = excluded.mtime, md5 = excluded.md5,
+                 etag = coalesce(excluded.etag, files.etag),
+                 content_type = excluded.content_type, inode = excluded.inode,
+                 ctime = excluded.ctime, status = 'synced', last_error = null,
+                 synced_at = now(), deleted_at = null, updated_at = now()
+             returning id, path
+         )
+         insert into file_events (file_id, kind, details)
+         select up.id, input.kind, input.details from up join input using (path)",
+    )
+    .bind(agent_id)
+    .bind(&path)
+    .bind(&key)
+    .bind(&size)
+    .bind(&mtime)
+    .bind(&md5)
+    .bind(&etag)
+    .bind(&ctype)
+    .bind(&inode)
+    .bind(&ctime)
+    .bind(&kind)
+    .bind(&details)
+    .execute(pool)
+    .await?;
+    Ok(result.rows_affected())
+}
+
+/// Records files that could not be synced as `error` with their reason, one `failed` event
+/// each. A row that was `synced` keeps its md5 and etag: the object in S3 is still the old one.
+pub async fn record_failed(
+    pool: &PgPool,
+    agent_id: i64,
+    batch: &[FailedFile],
+) -> sqlx::Result<u64> {
+    if batch.is_empty() {
+        return Ok(0);
+    }
+    let path: Vec<&str> = batch.iter().map(|f| f.path.as_str()).collect();
+    let key: Vec<&str> = batch.iter().map(|f| f.s3_key.as_str()).collect();
+    let size: Vec<i64> = batch.iter().map(|f| f.size_bytes).collect();
+    let mtime: Vec<_> = batch.iter().map(|f| f.mtime).collect();
+    let error: Vec<&str> = batch.iter().map(|f| f.error.as_str()).collect();
+    let stage: Vec<&str> = batch.iter().map(|f| f.stage).collect();
+    let result = sqlx::query(
+        "with input as (
+             select * from unnest($2::text[], $3::text[], $4::int8[], $5::timestamptz[],
+                                  $6::text[], $7::text[])
+                 as t(path, s3_key, size_bytes, mtime, error, stage)
+         ), up as (
+             insert into files (agent_id, path, s3_key, size_bytes, mtime, status, last_error)
+             select $1, path, s3_key, size_bytes, mtime, 'error', error from input
+             on conflict (agent_id, path) do update set
+                 status = 'error', last_error = excluded.last_error, updated_at = now()
+             returning id, path
+         )
+         insert into file_events (file_id, kind, details)
+         select up.id, 'failed', jsonb_build_object('error', input.error, 'stage', input.stage)
+         from up join input using (path)",
+    )
+    .bind(agent_id)
+    .bind(&path)
+    .bind(&key)
+    .bind(&size)
+    .bind(&mtime)
+    .bind(&error)
+    .bind(&stage)
+    .execute(pool)
+    .await?;
+    Ok(result.rows_affected())
+}
+
+/// The most recent events of one file, newest first.
+pub async fn events_of_file(
+    pool: &PgPool,
+    file_id: i64,
+    limit: i64,
+) -> sqlx::Result<Vec<FileEvent>> {
+    sqlx::query_as::<_, FileEvent>(
+        "select * from file_events where file_id = $1 order by at desc, id desc limit $2",
+    )
+    .bind(file_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Marks paths as `pending` with no MD5 or ETag: their object may hold bytes the catalog
+/// cannot vouch for (the file changed while it was uploaded). Rows that do not exist yet are
+/// left alone: the next pass sees those files as new anyway.
+pub async fn record_pending(
+    pool: &PgPool,
+    agent_id: i64,
+    batch: &[(String, String)],
+) -> sqlx::Result<u64> {
+    if batch.is_empty() {
+        return Ok(0);
+    }
+    let path: Vec<&str> = batch.iter().map(|(p, _)| p.as_str()).collect();
+    let reason: Vec<&str> = batch.iter().map(|(_, r)| r.as_str()).collect();
+    let result = sqlx::query(
+        "update files f set status = 'pending', md5 = null, etag = null,
+                last_error = i.reason, updated_at = now()
+         from unnest($2::text[], $3::text[]) as i(path, reason)
+         where f.agent_id = $1 and f.path = i.path",
+    )
+    .bind(agent_id)
+    .bind(&path)
+    .bind(&reason)
+    .execute(pool)
+    .await?;
+    Ok(result.rows_affected())
+}
+
+/// Marks rows as `deleted` (keeping them for history), one event each with its details.
+pub async fn record_deleted(
+    pool: &PgPool,
+    agent_id: i64,
+    batch: &[(String, serde_json::Value)],
+) -> sqlx::Result<u64> {
+    if batch.is_empty() {
+        return Ok(0);
+    }
+    let path: Vec<&str> = batch.iter().map(|(p, _)| p.as_str()).collect();
+    let details: Vec<&serde_json::Value> = batch.iter().map(|(_, d)| d).collect();
+    let result = sqlx::query(
+        "with input as (
+             select * from unnest($2::text[], $3::jsonb[]) as t(path, details)
+         ), up as (
+             update files f set status = 'deleted', deleted_at = now(), updated_at = now()
+             from input where f.agent_id = $1 and f.path = input.path
+             returning f.id, f.path
+         )
+         insert into file_events (file_id, kind, details)
+         select up.id, 'deleted', input.details from up join input using (path)",
+    )
+    .bind(agent_id)
+    .bind(&path)
+    .bind(&details)
+    .execute(pool)
+    .await?;
+    Ok(result.rows_affected())
+}
+
+/// Counts and bytes of one agent's rows, for the gauges.
+pub async fn agent_totals(pool: &PgPool, agent_id: i64) -> sqlx::Result<AgentTotals> {
+    sqlx::query_as::<_, AgentTotals>(
+        "select count(*) filter (where status = 'synced') as synced_files,
+                coalesce(sum(size_bytes) filter (where status = 'synced'), 0)::int8 as synced_bytes,
+                count(*) filter (where status in ('pending', 'error')) as unsynced_files
+         from files where agent_id = $1",
+    )
+    .bind(agent_id)
+    .fetch_one(pool)
+    .await
+}
+
+/// Stores a new API token by its hash. Fails with a unique violation if the name is taken.
+pub async fn create_token(
+    pool: &PgPool,
+    name: &str,
+    token_sha256: &str,
+    path_prefix: Option<&str>,
+    agent_name: Option<&str>,
+) -> sqlx::Result<ApiToken> {
+    sqlx::query_as::<_, ApiToken>(
+        "insert into api_tokens (name, token_sha256, path_prefix, agent_name)
+         values ($1, $2, $3, $4) returning *",
+    )
+    .bind(name)
+    .bind(token_sha256)
+    .bind(path_prefix)
+    .bind(agent_name)
+    .fetch_one(pool)
+    .await
+}
+
+/// Every API token, oldest first.
+pub async fn list_tokens(pool: &PgPool) -> sqlx::Result<Vec<ApiToken>> {
+    sqlx::query_as::<_, ApiToken>("select * from api_tokens order by id")
+        .fetch_all(pool)
+        .await
+}
+
+/// Revokes a token by name. Returns whether a live token had that name.
+pub async fn revoke_token(pool: &PgPool, name: &str) -> sqlx::Result<bool> {
+    let r = sqlx::query(
+        "update api_tokens set revoked_at = now() where name = $1 and revoked_at is null",
+    )
+    .bind(name)
+    .execute(pool)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// The live (not revoked) token with this hash, if any.
+pub async fn token_by_hash(pool: &PgPool, token_sha256: &str) -> sqlx::Result<Option<ApiToken>> {
+    sqlx::query_as::<_, ApiToken>(
+        "select * from api_tokens where token_sha256 = $1 and revoked_at is null",
+    )
+    .bind(token_sha256)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Checks that the database answers.
+pub async fn ping(pool: &PgPool) -> sqlx::Result<()> {
+    sqlx::query("select 1").execute(pool).await.map(|_| ())
+}

@@ -1,0 +1,166 @@
+//! Rows of the catalog tables, and the inputs of the batched writes.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+/// The state of a file row. Stored as text, checked by the schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum FileStatus {
+    /// Seen locally, not yet in S3 with its current content.
+    Pending,
+    /// S3 holds exactly the content described by the row.
+    Synced,
+    /// Gone locally; the object was deleted (or kept, with DELETE_MODE=keep).
+    Deleted,
+    /// The last attempt failed; `last_error` says why.
+    Error,
+}
+
+/// A row of `agents`.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Agent {
+    pub id: i64,
+    pub name: String,
+    pub hostname: String,
+    pub root: String,
+    pub bucket: String,
+    pub prefix: String,
+    pub created_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+}
+
+/// What an agent says about itself when it starts.
+#[derive(Debug, Clone)]
+pub struct NewAgent<'a> {
+    pub name: &'a str,
+    pub hostname: &'a str,
+    pub root: &'a str,
+    pub bucket: &'a str,
+    pub prefix: &'a str,
+}
+
+/// A row of `files`.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct FileRow {
+    pub id: i64,
+    pub agent_id: i64,
+    pub path: String,
+    pub s3_key: String,
+    pub size_bytes: i64,
+    pub mtime: DateTime<Utc>,
+    pub md5: Option<String>,
+    pub etag: Option<String>,
+    pub content_type: Option<String>,
+    pub status: FileStatus,
+    pub last_error: Option<String>,
+    pub synced_at: Option<DateTime<Utc>>,
+    pub deleted_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub inode: Option<i64>,
+    pub ctime: Option<DateTime<Utc>>,
+}
+
+/// A file row joined with its agent's bucket and name.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct FileWithBucket {
+    #[sqlx(flatten)]
+    #[serde(flatten)]
+    pub file: FileRow,
+    pub bucket: String,
+    pub agent_name: String,
+}
+
+/// A row of `file_events`.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct FileEvent {
+    pub id: i64,
+    pub file_id: i64,
+    pub kind: String,
+    pub at: DateTime<Utc>,
+    pub details: serde_json::Value,
+}
+
+/// The kind of a `file_events` row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// New content reached S3 for a path seen for the first time (or again after a delete).
+    Uploaded,
+    /// Changed content reached S3, or only the metadata changed.
+    Updated,
+    /// The file is gone locally and its object was handled per DELETE_MODE.
+    Deleted,
+    /// The object was copied to a new key server-side.
+    Renamed,
+    /// An attempt failed.
+    Failed,
+}
+
+impl EventKind {
+    /// The value stored in `file_events.kind`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Uploaded => "uploaded",
+            EventKind::Updated => "updated",
+            EventKind::Deleted => "deleted",
+            EventKind::Renamed => "renamed",
+            EventKind::Failed => "failed",
+        }
+    }
+}
+
+/// One file whose content S3 now holds, for [`super::record_synced`].
+#[derive(Debug, Clone)]
+pub struct SyncedFile {
+    pub path: String,
+    pub s3_key: String,
+    pub size_bytes: i64,
+    pub mtime: DateTime<Utc>,
+    pub md5: String,
+    /// None when only the metadata changed: the stored ETag stays.
+    pub etag: Option<String>,
+    pub content_type: String,
+    pub inode: Option<i64>,
+    pub ctime: Option<DateTime<Utc>>,
+    pub event: EventKind,
+    pub details: serde_json::Value,
+}
+
+/// One file that could not be synced, for [`super::record_failed`].
+#[derive(Debug, Clone)]
+pub struct FailedFile {
+    pub path: String,
+    pub s3_key: String,
+    pub size_bytes: i64,
+    pub mtime: DateTime<Utc>,
+    pub error: String,
+    /// The pipeline stage that failed: `hash`, `transfer`, ...
+    pub stage: &'static str,
+}
+
+/// Aggregates over one agent's rows.
+#[derive(Debug, Clone, Copy, sqlx::FromRow)]
+pub struct AgentTotals {
+    /// Rows with status `synced`.
+    pub synced_files: i64,
+    /// Their total size.
+    pub synced_bytes: i64,
+    /// Rows with status `pending` or `error`.
+    pub unsynced_files: i64,
+}
+
+/// A row of `api_tokens` (the token itself is never stored).
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct ApiToken {
+    pub id: i64,
+    pub name: String,
+    #[serde(skip)]
+    pub token_sha256: String,
+    pub path_prefix: Option<String>,
+    pub agent_name: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+}

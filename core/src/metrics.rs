@@ -1,0 +1,85 @@
+//! Metrics plumbing: every metric name in one place, the build-info gauge, and the exporter.
+//!
+//! In: a `prometheus::Registry` owned by each process. Out: the text exposition format, served
+//! at `/metrics` by [`router`]. Labels are always bounded (stage, outcome, reason), never a path.
+
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use prometheus::{Encoder, IntGaugeVec, Opts, Registry, TextEncoder};
+
+/// Every metric name portail exports. The README lists them; dashboards and alerts use them.
+pub mod names {
+    /// Gauge, always 1, labelled with `service` and `version`.
+    pub const BUILD_INFO: &str = "portail_build_info";
+
+    /// Counter: regular files seen by a scan.
+    pub const AGENT_FILES_SCANNED: &str = "portail_agent_files_scanned_total";
+    /// Counter: files whose bytes were uploaded.
+    pub const AGENT_FILES_UPLOADED: &str = "portail_agent_files_uploaded_total";
+    /// Counter: bytes uploaded.
+    pub const AGENT_BYTES_UPLOADED: &str = "portail_agent_bytes_uploaded_total";
+    /// Counter: files deleted from S3 (or marked deleted with DELETE_MODE=keep).
+    pub const AGENT_FILES_DELETED: &str = "portail_agent_files_deleted_total";
+    /// Counter: files renamed server-side.
+    pub const AGENT_FILES_RENAMED: &str = "portail_agent_files_renamed_total";
+    /// Counter by `reason`: entries not synced on purpose (special files, excluded, bad names).
+    pub const AGENT_FILES_SKIPPED: &str = "portail_agent_files_skipped_total";
+    /// Counter by `stage` and `kind`: errors.
+    pub const AGENT_ERRORS: &str = "portail_agent_errors_total";
+    /// Histogram: seconds per file upload.
+    pub const AGENT_UPLOAD_DURATION: &str = "portail_agent_upload_duration_seconds";
+    /// Counter: bytes read to compute MD5s.
+    pub const AGENT_HASH_BYTES: &str = "portail_agent_hash_bytes_total";
+    /// Gauge: files known to need work after the last pass.
+    pub const AGENT_PENDING_FILES: &str = "portail_agent_pending_files";
+    /// Gauge: files the catalog tracks as synced.
+    pub const AGENT_TRACKED_FILES: &str = "portail_agent_tracked_files";
+    /// Gauge: bytes the catalog tracks as synced.
+    pub const AGENT_TRACKED_BYTES: &str = "portail_agent_tracked_bytes";
+    /// Gauge: Unix time of the last completed full scan.
+    pub const AGENT_LAST_FULL_SCAN: &str = "portail_agent_last_full_scan_timestamp_seconds";
+    /// Gauge: Unix time of the last pass that converged with no error.
+    pub const AGENT_LAST_SUCCESS: &str = "portail_agent_last_success_timestamp_seconds";
+    /// Counter by `guard`: passes whose deletes a safety guard refused.
+    pub const AGENT_DELETES_BLOCKED: &str = "portail_agent_deletes_blocked_total";
+
+    /// Counter by `route`, `method`, `status`: HTTP requests served by the url-service.
+    pub const URL_HTTP_REQUESTS: &str = "portail_url_http_requests_total";
+    /// Histogram by `route`, `method`: request latency.
+    pub const URL_HTTP_DURATION: &str = "portail_url_http_request_duration_seconds";
+    /// Counter: presigned URLs issued.
+    pub const URL_PRESIGNED_ISSUED: &str = "portail_url_presigned_urls_issued_total";
+}
+
+/// Registers `portail_build_info{service,version} 1`.
+pub fn register_build_info(registry: &Registry, service: &str) -> prometheus::Result<()> {
+    let gauge = IntGaugeVec::new(
+        Opts::new(names::BUILD_INFO, "Build information; always 1."),
+        &["service", "version"],
+    )?;
+    gauge
+        .with_label_values(&[service, env!("CARGO_PKG_VERSION")])
+        .set(1);
+    registry.register(Box::new(gauge))
+}
+
+/// Renders every metric in the registry in the Prometheus text format.
+pub fn render(registry: &Registry) -> String {
+    let mut buf = Vec::new();
+    // Encoding into a Vec cannot fail for well-formed metrics; an empty body is the fallback.
+    let _ = TextEncoder::new().encode(&registry.gather(), &mut buf);
+    String::from_utf8(buf).unwrap_or_default()
+}
+
+/// A router serving `GET /metrics` from the registry.
+pub fn router(registry: Registry) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let body = render(&registry);
+            async move { ([(CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response() }
+        }),
+    )
+}

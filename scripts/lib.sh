@@ -1,0 +1,75 @@
+# Shared by scripts/test, scripts/dev and scripts/bench. Source it; do not run it.
+#
+# ensure_deps      installs what a fresh Debian machine lacks (C compiler, PostgreSQL server).
+# pg_start DIR     starts a PostgreSQL cluster in DIR (created with initdb if empty) on a free
+#                  port, with its socket in DIR, and exports DATABASE_URL. As root, the server
+#                  runs as the `postgres` user (via runuser), as PostgreSQL requires.
+# pg_stop DIR      stops it.
+
+pg_bindir() {
+  local d
+  d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  if [ -n "$d" ] && [ -x "$d/initdb" ]; then echo "$d"; return 0; fi
+  command -v initdb >/dev/null 2>&1 && { dirname "$(command -v initdb)"; return 0; }
+  return 1
+}
+
+ensure_deps() {
+  local need=()
+  command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
+  pg_bindir >/dev/null || need+=(postgresql)
+  command -v curl >/dev/null 2>&1 || need+=(curl)
+  if [ ${#need[@]} -gt 0 ]; then
+    echo "installing: ${need[*]}" >&2
+    local sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
+  fi
+  command -v cargo >/dev/null 2>&1 || { echo "cargo is missing: install Rust (rustup) first" >&2; return 1; }
+}
+
+# Runs a command as the cluster owner: `postgres` when we are root, ourselves otherwise.
+as_pg() {
+  if [ "$(id -u)" = 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
+}
+
+free_port() {
+  local port
+  for _ in $(seq 1 50); do
+    port=$(( (RANDOM % 20000) + 30000 ))
+    (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null || { echo "$port"; return 0; }
+  done
+  return 1
+}
+
+pg_start() {
+  local dir=$1 bin port
+  bin=$(pg_bindir) || { echo "PostgreSQL binaries not found" >&2; return 1; }
+  mkdir -p "$dir"
+  [ "$(id -u)" = 0 ] && chown postgres: "$dir"
+  chmod 700 "$dir"
+  if [ ! -f "$dir/PG_VERSION" ]; then
+    as_pg "$bin/initdb" -D "$dir" --auth=trust --no-sync -U postgres -E UTF8 >"$dir.initdb.log" 2>&1 \
+      || { cat "$dir.initdb.log" >&2; return 1; }
+  fi
+  for _ in 1 2 3 4 5; do
+    port=$(free_port)
+    if as_pg "$bin/pg_ctl" -D "$dir" -w -t 30 -l "$dir/server.log" \
+         -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=400" \
+         start >/dev/null; then
+      export DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
+      export PG_PORT=$port
+      return 0
+    fi
+  done
+  cat "$dir/server.log" >&2
+  return 1
+}
+
+pg_stop() {
+  local dir=$1 bin
+  bin=$(pg_bindir) || return 0
+  [ -f "$dir/postmaster.pid" ] && as_pg "$bin/pg_ctl" -D "$dir" -m fast -w stop >/dev/null 2>&1
+  return 0
+}

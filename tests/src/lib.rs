@@ -1,0 +1,377 @@
+//! The end-to-end harness: real PostgreSQL, real (in-process) S3, real services.
+//!
+//! In: `DATABASE_URL` pointing at a PostgreSQL server the tests may create databases on
+//! (`scripts/test` starts a throwaway one). Out, per test:
+//! - [`TestDb`]: a fresh database with the migrations applied;
+//! - [`TestS3`]: s3s-fs serving a fresh temp directory on `127.0.0.1:0`, SigV4 auth on, so
+//!   signatures, Content-MD5 and presigned URLs are really checked;
+//! - [`TestEnv`]: both, plus a sync root, agents driven by `sync_once()` and the url-service
+//!   router served on a random port.
+//!
+//! Nothing here reaches beyond loopback.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use aws_sdk_s3::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use portail_agent::{Agent, AgentSettings, SyncOptions, SyncReport};
+use portail_core::config::{HumanDuration, S3Config, Secret};
+use rand::Rng;
+use s3s::auth::SimpleAuth;
+use s3s::service::S3ServiceBuilder;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection, PgPool};
+use tokio::net::TcpListener;
+
+/// The access key of every test S3 server.
+pub const ACCESS_KEY: &str = "portail-test-key";
+/// The secret key of every test S3 server.
+pub const SECRET_KEY: &str = "portail-test-secret-0123456789";
+
+/// Serves s3s-fs over `root` on an accepted listener until the task is dropped or aborted.
+pub async fn serve_s3(
+    listener: TcpListener,
+    root: &Path,
+    access_key: &str,
+    secret_key: &str,
+) -> anyhow::Result<()> {
+    let fs = s3s_fs::FileSystem::new(root).map_err(|e| anyhow::anyhow!("s3s-fs: {e:?}"))?;
+    let mut builder = S3ServiceBuilder::new(fs);
+    builder.set_auth(SimpleAuth::from_single(access_key, secret_key));
+    let service = builder.build();
+    let http = ConnBuilder::new(TokioExecutor::new());
+    loop {
+        let (socket, _) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "dev-s3 accept failed");
+                continue;
+            }
+        };
+        let conn = http
+            .serve_connection(TokioIo::new(socket), service.clone())
+            .into_owned();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+    }
+}
+
+/// An in-process S3 server with its own data directory.
+#[derive(Debug)]
+pub struct TestS3 {
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    /// The data directory (s3s-fs keeps one folder per bucket).
+    pub dir: tempfile::TempDir,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestS3 {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts s3s-fs on a random loopback port with SigV4 auth.
+pub async fn spawn_s3() -> TestS3 {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let root = dir.path().to_path_buf();
+    let task = tokio::spawn(async move {
+        if let Err(e) = serve_s3(listener, &root, ACCESS_KEY, SECRET_KEY).await {
+            eprintln!("test S3 server stopped: {e:#}");
+        }
+    });
+    TestS3 {
+        endpoint: format!("http://{addr}"),
+        dir,
+        task,
+    }
+}
+
+impl TestS3 {
+    /// The S3 settings a service needs to reach this server.
+    pub fn config(&self, bucket: &str) -> S3Config {
+        S3Config {
+            aws_region: "us-east-1".into(),
+            aws_bucket_name: bucket.into(),
+            aws_access_key_id: Some(ACCESS_KEY.into()),
+            aws_secret_access_key: Some(Secret::new(SECRET_KEY)),
+            aws_endpoint_url: Some(self.endpoint.clone()),
+            aws_force_path_style: Some(true),
+            s3_connect_timeout: HumanDuration(std::time::Duration::from_secs(2)),
+            s3_read_timeout: HumanDuration(std::time::Duration::from_secs(30)),
+            s3_max_attempts: 3,
+        }
+    }
+
+    /// A client built exactly as the services build theirs.
+    pub async fn client(&self) -> Client {
+        portail_core::s3::build_client(&self.config("unused")).await
+    }
+
+    /// Creates a bucket.
+    pub async fn create_bucket(&self, name: &str) {
+        self.client()
+            .await
+            .create_bucket()
+            .bucket(name)
+            .send()
+            .await
+            .expect("create bucket");
+    }
+}
+
+/// A fresh database with the migrations applied.
+#[derive(Debug, Clone)]
+pub struct TestDb {
+    /// A pool on it.
+    pub pool: PgPool,
+    /// Its URL, for child processes.
+    pub url: String,
+}
+
+/// The server the tests use, from DATABASE_URL.
+pub fn server_url() -> String {
+    std::env::var("DATABASE_URL").expect(
+        "DATABASE_URL is not set: run the suite with scripts/test, which starts a throwaway PostgreSQL",
+    )
+}
+
+/// Creates `portail_test_<random>` on the DATABASE_URL server and migrates it.
+pub async fn fresh_db() -> TestDb {
+    let server: PgConnectOptions = server_url()
+        .parse()
+        .expect("DATABASE_URL is not a postgres URL");
+    let name = format!("portail_test_{:016x}", rand::thread_rng().gen::<u64>());
+    let mut admin = server
+        .clone()
+        .database("postgres")
+        .connect()
+        .await
+        .expect("connect to PostgreSQL");
+    sqlx::query(&format!("create database {name}"))
+        .execute(&mut admin)
+        .await
+        .expect("create database");
+    admin.close().await.ok();
+    let opts = server.database(&name);
+    let url = opts.to_url_lossy().to_string();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(8)
+        .connect_with(opts)
+        .await
+        .expect("connect to test database");
+    portail_core::catalog::migrate(&pool)
+        .await
+        .expect("migrate");
+    TestDb { pool, url }
+}
+
+/// A complete test world: one database, one S3 server with one bucket, one sync root.
+#[derive(Debug)]
+pub struct TestEnv {
+    /// The catalog.
+    pub db: TestDb,
+    /// The S3 server.
+    pub s3: TestS3,
+    /// The bucket the agents write to.
+    pub bucket: String,
+    /// The directory the agents mirror.
+    pub root: tempfile::TempDir,
+}
+
+impl TestEnv {
+    /// A new world with bucket `portail-test`.
+    pub async fn new() -> Self {
+        let (db, s3) = tokio::join!(fresh_db(), spawn_s3());
+        let bucket = "portail-test".to_string();
+        s3.create_bucket(&bucket).await;
+        let root = tempfile::tempdir().expect("root");
+        TestEnv {
+            db,
+            s3,
+            bucket,
+            root,
+        }
+    }
+
+    /// Agent settings for the root, with a unique agent name.
+    pub fn settings(&self) -> AgentSettings {
+        let mut s = AgentSettings::for_root(self.root.path());
+        s.agent_id = Some("test-agent".into());
+        s
+    }
+
+    /// Starts an agent (its own metrics registry) on this world.
+    pub async fn agent(&self, settings: AgentSettings) -> Agent {
+        let client = self.s3.client().await;
+        Agent::start(
+            settings,
+            self.db.pool.clone(),
+            client,
+            self.bucket.clone(),
+            &prometheus::Registry::new(),
+        )
+        .await
+        .expect("agent start")
+    }
+
+    /// One full pass.
+    pub async fn sync(&self, agent: &Agent) -> SyncReport {
+        portail_agent::sync_once(agent, &SyncOptions::default())
+            .await
+            .expect("sync_once")
+    }
+
+    /// Writes a file under the root, creating its directories.
+    pub fn write(&self, rel: &str, bytes: &[u8]) -> PathBuf {
+        let p = self.root.path().join(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&p, bytes).expect("write");
+        p
+    }
+
+    /// Fetches an object: its bytes and its `md5chksum` metadata.
+    pub async fn object(&self, key: &str) -> Option<(Vec<u8>, Option<String>)> {
+        let client = self.s3.client().await;
+        let out = client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .ok()?;
+        let md5 = out.metadata().and_then(|m| m.get("md5chksum").cloned());
+        let bytes = out.body.collect().await.ok()?.into_bytes().to_vec();
+        Some((bytes, md5))
+    }
+
+    /// Every key in the bucket, sorted.
+    pub async fn keys(&self) -> Vec<String> {
+        let client = self.s3.client().await;
+        let mut keys = Vec::new();
+        let mut pages = client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.expect("list");
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(String::from)),
+            );
+        }
+        keys.sort();
+        keys
+    }
+
+    /// Serves the url-service router on a random port; returns its address and an API token.
+    pub async fn spawn_url_service(&self) -> TestUrlService {
+        let settings = portail_url_service::ServiceSettings::defaults();
+        let state = portail_url_service::AppState::new(
+            self.db.pool.clone(),
+            self.s3.client().await,
+            self.bucket.clone(),
+            settings,
+        )
+        .expect("state");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let app = portail_url_service::router(state);
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        let token = self.create_token("test-admin", None, None).await;
+        TestUrlService {
+            addr,
+            token,
+            task,
+            http: http_client(),
+        }
+    }
+
+    /// Creates an API token and returns it.
+    pub async fn create_token(
+        &self,
+        name: &str,
+        prefix: Option<&str>,
+        agent: Option<&str>,
+    ) -> String {
+        let token = portail_url_service::auth::generate_token();
+        portail_core::catalog::create_token(
+            &self.db.pool,
+            name,
+            &portail_url_service::auth::token_hash(&token),
+            prefix,
+            agent,
+        )
+        .await
+        .expect("create token");
+        token
+    }
+}
+
+/// An HTTP client that never uses a proxy (tests stay on loopback).
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("http client")
+}
+
+/// A url-service running in-process.
+#[derive(Debug)]
+pub struct TestUrlService {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// An unscoped API token.
+    pub token: String,
+    /// A client for it.
+    pub http: reqwest::Client,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestUrlService {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl TestUrlService {
+    /// `http://ADDR` + path.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// POST JSON with the API token.
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .expect("request")
+    }
+}
+
+/// The hex MD5 of some bytes.
+pub fn md5_hex(bytes: &[u8]) -> String {
+    use md5::Digest;
+    hex::encode(md5::Md5::digest(bytes))
+}
+
+/// The base64 MD5 of some bytes (the `md5chksum` convention).
+pub fn md5_b64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    use md5::Digest;
+    base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(bytes))
+}

@@ -1,0 +1,72 @@
+//! Bearer-token authentication and scopes.
+//!
+//! In: the `Authorization: Bearer <token>` header. Out: the caller's [`Caller`] (its token row
+//! and scope), or a 401. Tokens are looked up by their SHA-256, so the database never holds
+//! a usable token and the lookup time does not depend on how much of a guess was right.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use portail_core::catalog::{self, ApiToken, FileWithBucket};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+use crate::AppState;
+
+/// Prefix of every API token, so leaked tokens are easy to recognise and grep for.
+pub const TOKEN_PREFIX: &str = "ptl_";
+
+/// A new random API token: the prefix and 256 random bits in hex.
+pub fn generate_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    format!("{TOKEN_PREFIX}{}", hex::encode(bytes))
+}
+
+/// The hex SHA-256 of a token: what the database stores.
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// An authenticated API caller.
+#[derive(Debug, Clone)]
+pub struct Caller(pub ApiToken);
+
+impl Caller {
+    /// Whether the caller may see this file. Outside the scope, a file does not exist (404).
+    pub fn can_see(&self, f: &FileWithBucket) -> bool {
+        let prefix_ok = self
+            .0
+            .path_prefix
+            .as_deref()
+            .is_none_or(|p| f.file.path.starts_with(p));
+        let agent_ok = self
+            .0
+            .agent_name
+            .as_deref()
+            .is_none_or(|a| a == f.agent_name);
+        prefix_ok && agent_ok
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or(ApiError::Unauthorized)?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(ApiError::Unauthorized)?;
+        catalog::token_by_hash(&state.pool, &token_hash(token))
+            .await?
+            .map(Caller)
+            .ok_or(ApiError::Unauthorized)
+    }
+}

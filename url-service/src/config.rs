@@ -1,0 +1,73 @@
+//! The url-service's configuration.
+//!
+//! In: environment variables (see `.env.example`). Out: a [`UrlServiceConfig`], or a
+//! `ConfigError` naming the variable (the binary exits with code 2).
+
+use portail_core::config::{
+    ConfigError, DatabaseConfig, FromEnv, HumanDuration, LogConfig, S3Config, ValueKind,
+};
+use serde::Deserialize;
+
+/// Everything the url-service reads from its environment.
+#[derive(Debug, Clone)]
+pub struct UrlServiceConfig {
+    /// The service's own settings.
+    pub service: ServiceSettings,
+    /// How to reach PostgreSQL.
+    pub db: DatabaseConfig,
+    /// How to reach S3 (only to sign URLs and to check readiness).
+    pub s3: S3Config,
+    /// Where logs go.
+    pub log: LogConfig,
+}
+
+impl UrlServiceConfig {
+    /// Reads and validates every section from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let cfg = UrlServiceConfig {
+            service: ServiceSettings::from_env()?,
+            db: DatabaseConfig::from_env()?,
+            s3: S3Config::from_env()?,
+            log: LogConfig::from_env()?,
+        };
+        cfg.s3.validate()?;
+        Ok(cfg)
+    }
+}
+
+/// The url-service's own variables.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServiceSettings {
+    /// LISTEN_ADDR: where the API (and `/metrics`) is served. Default `127.0.0.1:8080`.
+    #[serde(default = "default_listen_addr")]
+    pub listen_addr: String,
+    /// PUBLIC_BASE_URL: the address users reach the service at, used in share links.
+    /// Default `http://LISTEN_ADDR`.
+    pub public_base_url: Option<String>,
+    /// DEFAULT_URL_TTL: lifetime of a presigned URL when the request names none. Default `15m`.
+    #[serde(default = "default_url_ttl")]
+    pub default_url_ttl: HumanDuration,
+}
+
+fn default_listen_addr() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_url_ttl() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(900))
+}
+
+impl FromEnv for ServiceSettings {
+    const TYPED_VARS: &'static [(&'static str, ValueKind)] =
+        &[("DEFAULT_URL_TTL", ValueKind::Duration)];
+}
+
+impl ServiceSettings {
+    /// Settings with every value at its default.
+    pub fn defaults() -> Self {
+        ServiceSettings {
+            listen_addr: default_listen_addr(),
+            public_base_url: None,
+            default_url_ttl: default_url_ttl(),
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! portail-url-service: an authenticated HTTP API over the portail catalog that hands out
+//! presigned S3 download URLs.
+//!
+//! [`router`] builds the whole API over an [`AppState`] (one pool, one S3 client, one metrics
+//! registry per process); [`cli`] is what `main.rs` runs: the server, and token management.
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod routes;
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use portail_core::metrics::names;
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
+use sqlx::PgPool;
+
+pub use config::{ServiceSettings, UrlServiceConfig};
+
+/// Largest request body accepted, in bytes.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// The url-service's metrics.
+#[derive(Debug, Clone)]
+pub struct UrlMetrics {
+    /// Requests by matched route, method and status.
+    pub requests: IntCounterVec,
+    /// Latency by matched route and method.
+    pub duration: HistogramVec,
+    /// Presigned URLs issued.
+    pub presigned_issued: IntCounter,
+}
+
+impl UrlMetrics {
+    /// Creates and registers the metrics.
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let requests = IntCounterVec::new(
+            Opts::new(
+                names::URL_HTTP_REQUESTS,
+                "HTTP requests by matched route, method and status.",
+            ),
+            &["route", "method", "status"],
+        )?;
+        let duration = HistogramVec::new(
+            HistogramOpts::new(names::URL_HTTP_DURATION, "HTTP request latency in seconds.")
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                ]),
+            &["route", "method"],
+        )?;
+        let presigned_issued =
+            IntCounter::new(names::URL_PRESIGNED_ISSUED, "Presigned URLs issued.")?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(presigned_issued.clone()))?;
+        Ok(UrlMetrics {
+            requests,
+            duration,
+            presigned_issued,
+        })
+    }
+}
+
+/// What every handler shares. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The catalog pool.
+    pub pool: PgPool,
+    /// The S3 client, used to sign URLs (locally) and for readiness.
+    pub s3: aws_sdk_s3::Client,
+    /// AWS_BUCKET_NAME, checked by `/readyz`.
+    pub bucket: String,
+    /// The service's settings.
+    pub settings: ServiceSettings,
+    /// Metric handles.
+    pub metrics: UrlMetrics,
+    /// The registry `/metrics` renders.
+    pub registry: Registry,
+}
+
+impl AppState {
+    /// Builds the state and registers the metrics on a fresh registry.
+    pub fn new(
+        pool: PgPool,
+        s3: aws_sdk_s3::Client,
+        bucket: String,
+        settings: ServiceSettings,
+    ) -> anyhow::Result<Self> {
+        let registry = Registry::new();
+        portail_core::metrics::register_build_info(&registry, "portail-url-service")?;
+        let metrics = UrlMetrics::register(&registry)?;
+        Ok(AppState {
+            pool,
+            s3,
+            bucket,
+            settings,
+            metrics,
+            registry,
+        })
+    }
+}
+
+async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().as_str().to_owned();
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    state
+        .metrics
+        .requests
+        .with_label_values(&[&route, &method, &status])
+        .inc();
+    state
+        .metrics
+        .duration
+        .with_label_values(&[&route, &method])
+        .observe(start.elapsed().as_secs_f64());
+    resp
+}
+
+/// The whole HTTP API.
+pub fn router(state: AppState) -> Router {
+    let metrics = portail_core::metrics::router(state.registry.clone());
+    Router::new()
+        .route("/healthz", get(routes::health::healthz))
+        .route("/readyz", get(routes::health::readyz))
+        .route("/v1/files/{id}/url", post(routes::files::create_url))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), track))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+        .merge(metrics)
+}

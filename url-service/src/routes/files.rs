@@ -1,0 +1,201 @@
+//! `POST /v1/files/{id}/url`: a presigned GET URL for one synced file.
+//!
+//! In: the file id, and an optional JSON body `{"expires_in_seconds", "disposition",
+//! "filename"}`. Out: 201 `{"url", "method": "GET", "expires_at"}`. A presign is local HMAC
+//! work: no request reaches S3.
+
+use std::time::Duration;
+
+use aws_sdk_s3::presigning::PresigningConfig;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use portail_core::catalog::{self, FileStatus, FileWithBucket};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::AppState;
+
+/// SigV4 allows presigned URLs to live at most 7 days.
+pub const MAX_EXPIRY_SECONDS: u64 = 604_800;
+
+/// How the browser should treat the download.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Disposition {
+    /// Display in the browser when possible.
+    Inline,
+    /// Save as a file.
+    Attachment,
+}
+
+/// The optional body of `POST /v1/files/{id}/url`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UrlRequest {
+    /// Lifetime in seconds, 1 to 604800. Default: DEFAULT_URL_TTL.
+    pub expires_in_seconds: Option<i64>,
+    /// Sets `response-content-disposition`.
+    pub disposition: Option<Disposition>,
+    /// The file name offered to the browser. Default: the file's own name.
+    pub filename: Option<String>,
+}
+
+/// The answer: a URL anyone holding it can GET until `expires_at`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PresignedUrl {
+    /// The presigned URL.
+    pub url: String,
+    /// Always `GET`.
+    pub method: String,
+    /// When the signature stops working.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Loads a file the caller may see, or 404.
+pub async fn visible_file(
+    state: &AppState,
+    caller: &Caller,
+    id: i64,
+) -> Result<FileWithBucket, ApiError> {
+    catalog::file_by_id(&state.pool, id)
+        .await?
+        .filter(|f| caller.can_see(f))
+        .ok_or(ApiError::NotFound("file"))
+}
+
+/// The `Content-Disposition` value for a download, safe for any file name (RFC 6266/5987).
+pub fn content_disposition(kind: Disposition, filename: &str) -> String {
+    let kind = match kind {
+        Disposition::Inline => "inline",
+        Disposition::Attachment => "attachment",
+    };
+    let ascii: String = filename
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut encoded = String::new();
+    for b in filename.bytes() {
+        if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+            encoded.push(b as char);
+        } else {
+            encoded.push_str(&format!("%{b:02X}"));
+        }
+    }
+    format!("{kind}; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
+}
+
+/// Signs a GET for the file's object.
+pub async fn presign(
+    state: &AppState,
+    file: &FileWithBucket,
+    expires_in: Duration,
+    disposition: Option<String>,
+) -> Result<PresignedUrl, ApiError> {
+    let config = PresigningConfig::expires_in(expires_in)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let req = state
+        .s3
+        .get_object()
+        .bucket(&file.bucket)
+        .key(&file.file.s3_key)
+        .set_response_content_disposition(disposition)
+        .presigned(config)
+        .await
+        .map_err(|e| {
+            tracing::error!(key = %file.file.s3_key, error = %aws_sdk_s3::error::DisplayErrorContext(&e), "presign failed");
+            ApiError::Internal
+        })?;
+    state.metrics.presigned_issued.inc();
+    Ok(PresignedUrl {
+        url: req.uri().to_string(),
+        method: "GET".into(),
+        expires_at: Utc::now() + expires_in,
+    })
+}
+
+/// Refuses files whose object cannot be served.
+pub fn ensure_servable(file: &FileWithBucket) -> Result<(), ApiError> {
+    match file.file.status {
+        FileStatus::Synced => Ok(()),
+        FileStatus::Deleted => Err(ApiError::Conflict {
+            code: "file_deleted",
+            message: "the file was deleted".into(),
+        }),
+        FileStatus::Pending | FileStatus::Error => Err(ApiError::Conflict {
+            code: "file_not_synced",
+            message: "the file is not synced yet".into(),
+        }),
+    }
+}
+
+/// `POST /v1/files/{id}/url`.
+pub async fn create_url(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<PresignedUrl>), ApiError> {
+    let req: UrlRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        UrlRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?
+    };
+    let seconds = match req.expires_in_seconds {
+        None => state.settings.default_url_ttl.0.as_secs(),
+        Some(s) if (1..=MAX_EXPIRY_SECONDS as i64).contains(&s) => s as u64,
+        Some(_) => {
+            return Err(ApiError::BadRequest(format!(
+                "expires_in_seconds must be between 1 and {MAX_EXPIRY_SECONDS}"
+            )))
+        }
+    };
+    let file = visible_file(&state, &caller, id).await?;
+    ensure_servable(&file)?;
+    let disposition = match (req.disposition, req.filename) {
+        (None, None) => None,
+        (kind, name) => {
+            let name = name.unwrap_or_else(|| {
+                file.file
+                    .path
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string()
+            });
+            Some(content_disposition(
+                kind.unwrap_or(Disposition::Attachment),
+                &name,
+            ))
+        }
+    };
+    let url = presign(&state, &file, Duration::from_secs(seconds), disposition).await?;
+    Ok((StatusCode::CREATED, Json(url)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disposition_is_safe_for_any_name() {
+        assert_eq!(
+            content_disposition(Disposition::Attachment, "a b.txt"),
+            "attachment; filename=\"a b.txt\"; filename*=UTF-8''a%20b.txt"
+        );
+        let v = content_disposition(Disposition::Inline, "é\"\r\n.pdf");
+        assert!(v.starts_with("inline; filename=\"____.pdf\""), "{v}");
+        assert!(v.ends_with("%C3%A9%22%0D%0A.pdf"), "{v}");
+        assert!(!v.contains('\n'));
+    }
+}

@@ -1,0 +1,4 @@
+//! HTTP routes. Each submodule owns one resource.
+
+pub mod files;
+pub mod health;
