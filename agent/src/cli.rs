@@ -56,8 +56,9 @@ pub async fn run(cli: Cli) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    let echo_summary = cfg.log.log_method != portail_core::config::LogMethod::Stdout;
     match command {
-        Command::Sync { dry_run } => match sync(cfg, dry_run).await {
+        Command::Sync { dry_run } => match sync(cfg, dry_run, echo_summary).await {
             Ok(code) => ExitCode::from(code),
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "sync failed");
@@ -78,7 +79,7 @@ fn config_error(e: &ConfigError) -> ExitCode {
     ExitCode::from(EXIT_CONFIG)
 }
 
-async fn sync(cfg: AgentConfig, dry_run: bool) -> anyhow::Result<u8> {
+async fn sync(cfg: AgentConfig, dry_run: bool, echo_summary: bool) -> anyhow::Result<u8> {
     let registry = prometheus::Registry::new();
     portail_core::metrics::register_build_info(&registry, "portail-agent")?;
     let pool = portail_core::catalog::connect(&cfg.db).await?;
@@ -105,8 +106,12 @@ async fn sync(cfg: AgentConfig, dry_run: bool) -> anyhow::Result<u8> {
         eprintln!("deletes blocked ({}): {}", b.guard.label(), b.message);
     }
     let summary = report.summary();
+    let summary = format!("{}{summary}", if dry_run { "dry run: " } else { "" });
     tracing::info!(converged = report.converged(), "{summary}");
-    println!("{}{summary}", if dry_run { "dry run: " } else { "" });
+    // With logs on stdout the line above is already there; otherwise stdout gets it too.
+    if echo_summary {
+        println!("{summary}");
+    }
     Ok(if report.converged() {
         EXIT_OK
     } else {

@@ -324,7 +324,8 @@ pub struct LogConfig {
     /// LOG_PATH: the directory for log files when LOG_METHOD=file. Default `./logs`.
     #[serde(default = "default_log_path")]
     pub log_path: String,
-    /// LOG_LEVEL: a tracing filter such as `info` or `portail_agent=debug,info`. Default `info`.
+    /// LOG_LEVEL: a tracing filter such as `info` or `portail_agent=debug,info`.
+    /// Default `info,sqlx=warn` (sqlx logs every server notice at info).
     #[serde(default = "default_log_level")]
     pub log_level: String,
     /// LOG_FORMAT: `text` (default) or `json`.
@@ -339,7 +340,7 @@ fn default_log_path() -> String {
     "./logs".into()
 }
 fn default_log_level() -> String {
-    "info".into()
+    "info,sqlx=warn".into()
 }
 fn default_log_format() -> LogFormat {
     LogFormat::Text

@@ -135,6 +135,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
+        .route("/v1/files", get(routes::files::list_files))
         .route("/v1/files/{id}/url", post(routes::files::create_url))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), track))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -335,3 +335,29 @@ pub async fn token_by_hash(pool: &PgPool, token_sha256: &str) -> sqlx::Result<Op
 pub async fn ping(pool: &PgPool) -> sqlx::Result<()> {
     sqlx::query("select 1").execute(pool).await.map(|_| ())
 }
+
+/// A page of files, in id order (stable while files are added), for `GET /v1/files`.
+/// Every filter is optional; `scope_*` come from the caller's token and always apply.
+pub async fn list_files(pool: &PgPool, q: &FileQuery<'_>) -> sqlx::Result<Vec<FileWithBucket>> {
+    sqlx::query_as::<_, FileWithBucket>(
+        "select f.*, a.bucket, a.name as agent_name
+         from files f join agents a on a.id = f.agent_id
+         where ($1::text is null or a.name = $1)
+           and ($2::text is null or starts_with(f.path, $2))
+           and ($3::text is null or a.name = $3)
+           and ($4::text is null or starts_with(f.path, $4))
+           and ($5::text is null or f.status = $5)
+           and f.id > $6
+         order by f.id
+         limit $7",
+    )
+    .bind(q.agent)
+    .bind(q.path_prefix)
+    .bind(q.scope_agent)
+    .bind(q.scope_prefix)
+    .bind(q.status)
+    .bind(q.after_id)
+    .bind(q.limit)
+    .fetch_all(pool)
+    .await
+}

@@ -164,3 +164,22 @@ pub struct ApiToken {
     pub revoked_at: Option<DateTime<Utc>>,
     pub last_used_at: Option<DateTime<Utc>>,
 }
+
+/// Filters for [`super::list_files`].
+#[derive(Debug, Clone, Default)]
+pub struct FileQuery<'a> {
+    /// Only this agent's files.
+    pub agent: Option<&'a str>,
+    /// Only paths starting with this.
+    pub path_prefix: Option<&'a str>,
+    /// The token's agent scope.
+    pub scope_agent: Option<&'a str>,
+    /// The token's path scope.
+    pub scope_prefix: Option<&'a str>,
+    /// Only this status (`pending`, `synced`, `deleted`, `error`); None: any.
+    pub status: Option<&'a str>,
+    /// Keyset cursor: only ids above this.
+    pub after_id: i64,
+    /// Page size.
+    pub limit: i64,
+}

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use aws_sdk_s3::presigning::PresigningConfig;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
-use portail_core::catalog::{self, FileStatus, FileWithBucket};
+use portail_core::catalog::{self, FileQuery, FileStatus, FileWithBucket};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Caller;
@@ -53,6 +53,82 @@ pub struct PresignedUrl {
     pub method: String,
     /// When the signature stops working.
     pub expires_at: DateTime<Utc>,
+}
+
+/// Largest page of `GET /v1/files`.
+pub const MAX_PAGE: i64 = 1000;
+
+/// Query parameters of `GET /v1/files`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    /// Only this agent's files.
+    pub agent: Option<String>,
+    /// Only paths starting with this (relative, '/'-separated).
+    pub path_prefix: Option<String>,
+    /// `synced` (default), `pending`, `deleted`, `error`, or `any`.
+    pub status: Option<String>,
+    /// Page size, 1 to 1000. Default 100.
+    pub limit: Option<i64>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// A page of files.
+#[derive(Debug, Serialize)]
+pub struct FilePage {
+    /// The files, in a stable order.
+    pub files: Vec<FileWithBucket>,
+    /// Pass as `cursor` to get the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /v1/files`.
+pub async fn list_files(
+    State(state): State<AppState>,
+    caller: Caller,
+    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<FilePage>, ApiError> {
+    let Query(p) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let limit = p.limit.unwrap_or(100);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be between 1 and {MAX_PAGE}"
+        )));
+    }
+    let after_id =
+        match p.cursor.as_deref() {
+            None | Some("") => 0,
+            Some(c) => c.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                ApiError::BadRequest("cursor is not one this API returned".into())
+            })?,
+        };
+    let status = match p.status.as_deref().unwrap_or("synced") {
+        "any" => None,
+        s @ ("synced" | "pending" | "deleted" | "error") => Some(s),
+        _ => {
+            return Err(ApiError::BadRequest(
+                "status must be one of synced, pending, deleted, error, any".into(),
+            ))
+        }
+    };
+    let q = FileQuery {
+        agent: p.agent.as_deref(),
+        path_prefix: p.path_prefix.as_deref(),
+        scope_agent: caller.0.agent_name.as_deref(),
+        scope_prefix: caller.0.path_prefix.as_deref(),
+        status,
+        after_id,
+        limit: limit + 1,
+    };
+    let mut files = catalog::list_files(&state.pool, &q).await?;
+    let next_cursor = if files.len() as i64 > limit {
+        files.truncate(limit as usize);
+        files.last().map(|f| f.file.id.to_string())
+    } else {
+        None
+    };
+    Ok(Json(FilePage { files, next_cursor }))
 }
 
 /// Loads a file the caller may see, or 404.
