@@ -80,6 +80,10 @@ fn config_error(e: &ConfigError) -> ExitCode {
 }
 
 async fn sync(cfg: AgentConfig, dry_run: bool, echo_summary: bool) -> anyhow::Result<u8> {
+    // An unmounted share is a configuration problem: say so before touching the network.
+    if !cfg.agent.sync_root.is_dir() {
+        return Err(crate::scan::ScanError::RootMissing(cfg.agent.sync_root.clone()).into());
+    }
     let registry = prometheus::Registry::new();
     portail_core::metrics::register_build_info(&registry, "portail-agent")?;
     let pool = portail_core::catalog::connect(&cfg.db).await?;

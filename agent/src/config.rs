@@ -118,6 +118,7 @@ impl FromEnv for AgentSettings {
     const TYPED_VARS: &'static [(&'static str, ValueKind)] = &[
         ("MULTIPART_THRESHOLD", ValueKind::Size),
         ("MULTIPART_PART_SIZE", ValueKind::Size),
+        ("DELETE_MODE", ValueKind::OneOf(&["delete", "keep"])),
     ];
 }
 

@@ -37,6 +37,8 @@ pub enum ValueKind {
     Duration,
     /// A [`ByteSize`].
     Size,
+    /// One of a fixed set of words (an enum).
+    OneOf(&'static [&'static str]),
 }
 
 /// A configuration section read from environment variables.
@@ -59,6 +61,8 @@ pub trait FromEnv: DeserializeOwned {
                 let result = match kind {
                     ValueKind::Duration => value.parse::<HumanDuration>().map(|_| ()),
                     ValueKind::Size => value.parse::<ByteSize>().map(|_| ()),
+                    ValueKind::OneOf(words) if words.contains(&value.as_str()) => Ok(()),
+                    ValueKind::OneOf(words) => Err(format!("must be one of: {}", words.join(", "))),
                 };
                 if let Err(reason) = result {
                     return Err(ConfigError::Invalid {
@@ -346,7 +350,12 @@ fn default_log_format() -> LogFormat {
     LogFormat::Text
 }
 
-impl FromEnv for LogConfig {}
+impl FromEnv for LogConfig {
+    const TYPED_VARS: &'static [(&'static str, ValueKind)] = &[
+        ("LOG_METHOD", ValueKind::OneOf(&["stdout", "file"])),
+        ("LOG_FORMAT", ValueKind::OneOf(&["text", "json"])),
+    ];
+}
 
 #[cfg(test)]
 mod tests {
@@ -396,6 +405,15 @@ mod tests {
         assert!(
             err.to_string().starts_with("S3_READ_TIMEOUT is invalid"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_enum_is_named_with_the_choices() {
+        let err = LogConfig::from_vars(vars(&[("LOG_METHOD", "syslog")])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "LOG_METHOD is invalid: must be one of: stdout, file"
         );
     }
 
