@@ -325,8 +325,28 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    #[test]
+    fn keys_up_to_1024_bytes_pass_and_longer_ones_are_refused() {
+        let dir = tempfile_dir().join("keys");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("a".repeat(24)), b"x").unwrap();
+        std::fs::write(dir.join("b".repeat(25)), b"x").unwrap();
+        let prefix = format!("{}/", "p".repeat(999));
+        let out = scan(&dir, &prefix, &ex(&[])).unwrap();
+        assert_eq!(out.files.len(), 1);
+        assert_eq!(out.files[0].key.len(), 1024);
+        assert_eq!(out.skipped.len(), 1);
+        assert_eq!(out.skipped[0].reason, SkipReason::KeyTooLong);
+        assert_eq!(out.skipped[0].path.len(), 25);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     fn tempfile_dir() -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("portail-scan-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!(
+            "portail-scan-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir

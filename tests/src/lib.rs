@@ -375,3 +375,57 @@ pub fn md5_b64(bytes: &[u8]) -> String {
     use md5::Digest;
     base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(bytes))
 }
+
+/// The `portail-agent` binary built next to this test executable (`cargo test --workspace`
+/// builds every binary of the workspace first).
+pub fn agent_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join("portail-agent");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --workspace` first",
+        bin.display()
+    );
+    bin
+}
+
+impl TestEnv {
+    /// A `portail-agent` child process configured for this world through its environment,
+    /// exactly as an operator would run it. With `as_nobody` (and when we are root), it runs
+    /// as the `nobody` user, so file permissions really apply.
+    pub fn agent_process(
+        &self,
+        agent_id: &str,
+        args: &[&str],
+        as_nobody: bool,
+    ) -> tokio::process::Command {
+        let root_user = std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| o.stdout.starts_with(b"0\n"))
+            .unwrap_or(false);
+        let mut cmd = if as_nobody && root_user {
+            let mut c = tokio::process::Command::new("runuser");
+            c.args(["-u", "nobody", "--"]).arg(agent_bin());
+            c
+        } else {
+            tokio::process::Command::new(agent_bin())
+        };
+        cmd.args(args)
+            .current_dir("/")
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("SYNC_ROOT", self.root.path())
+            .env("AGENT_ID", agent_id)
+            .env("DATABASE_URL", &self.db.url)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_BUCKET_NAME", &self.bucket)
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+            .env("AWS_ENDPOINT_URL", &self.s3.endpoint)
+            .env("LOG_LEVEL", "warn")
+            .kill_on_drop(true);
+        cmd
+    }
+}
