@@ -76,7 +76,18 @@ impl Agent {
             settings.multipart_threshold.0,
             settings.multipart_part_size.0,
             settings.upload_concurrency,
-        );
+        )
+        .with_journal(transfer::Journal {
+            pool: pool.clone(),
+            agent_id: row.id,
+        });
+        let stale = transfer.abort_stale_multiparts(&prefix).await?;
+        if stale > 0 {
+            tracing::warn!(
+                count = stale,
+                "aborted multipart uploads left by an earlier run"
+            );
+        }
         let metrics = metrics::AgentMetrics::register(registry)?;
         Ok(Agent {
             id: row.id,

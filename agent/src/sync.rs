@@ -202,6 +202,16 @@ pub async fn sync_once(agent: &Agent, opts: &SyncOptions) -> anyhow::Result<Sync
         return Ok(report);
     }
 
+    let unsyncable: Vec<_> = report
+        .skipped
+        .iter()
+        .filter(|s| s.reason.is_problem())
+        .map(|s| (s.path.clone(), s.raw_hex.clone(), s.reason.label()))
+        .collect();
+    catalog::replace_unsyncable(&agent.pool, agent.id, &unsyncable)
+        .await
+        .context("recording unsyncable names")?;
+
     let sources = plan::rename_sources(&planned.gone);
     let mut writer = CatalogWriter::new(agent.pool.clone(), agent.id);
     let mut copy_sources_used: HashMap<String, String> = HashMap::new();

@@ -41,6 +41,9 @@ pub enum TransferError {
     /// Reading the local file failed.
     #[error("reading the file failed: {0}")]
     Io(#[from] std::io::Error),
+    /// The multipart journal could not be written, so the upload was not attempted.
+    #[error("cannot journal the multipart upload: {0}")]
+    Journal(String),
 }
 
 impl TransferError {
@@ -61,6 +64,7 @@ impl TransferError {
     pub fn kind(&self) -> &'static str {
         match self {
             TransferError::Io(_) => "io",
+            TransferError::Journal(_) => "catalog",
             TransferError::S3 { code: Some(c), .. } => match c.as_str() {
                 "SlowDown" | "ServiceUnavailable" | "Throttling" => "throttled",
                 "BadDigest" | "InvalidDigest" => "bad_digest",
@@ -91,6 +95,16 @@ pub struct Transfer {
     multipart_threshold: u64,
     part_size: u64,
     in_flight: Arc<Semaphore>,
+    journal: Option<Journal>,
+}
+
+/// Where multipart uploads in flight are recorded, so a crash never leaves one behind.
+#[derive(Debug, Clone)]
+pub struct Journal {
+    /// The catalog.
+    pub pool: sqlx::PgPool,
+    /// The agent whose uploads these are.
+    pub agent_id: i64,
 }
 
 /// `Content-MD5` and `md5chksum` both carry the base64 MD5.
@@ -140,7 +154,56 @@ impl Transfer {
             multipart_threshold,
             part_size,
             in_flight: Arc::new(Semaphore::new(concurrency)),
+            journal: None,
         }
+    }
+
+    /// Records multipart uploads in the catalog while they are in flight.
+    pub fn with_journal(mut self, journal: Journal) -> Self {
+        self.journal = Some(journal);
+        self
+    }
+
+    /// Aborts the multipart uploads a previous run left behind: every journaled one, and,
+    /// when `prefix` is not empty, every upload the store lists under it (this covers a crash
+    /// between creating an upload and journaling it). Only one process runs per AGENT_ID, so
+    /// none of them is in flight. Returns how many were aborted.
+    pub async fn abort_stale_multiparts(&self, prefix: &str) -> anyhow::Result<usize> {
+        let mut aborted = 0;
+        if let Some(j) = &self.journal {
+            for (key, upload_id) in
+                portail_core::catalog::open_multiparts(&j.pool, j.agent_id).await?
+            {
+                self.abort(&key, &upload_id).await;
+                portail_core::catalog::end_multipart(&j.pool, &upload_id).await?;
+                aborted += 1;
+            }
+        }
+        if prefix.is_empty() {
+            return Ok(aborted);
+        }
+        let listed = self
+            .client
+            .list_multipart_uploads()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .send()
+            .await;
+        match listed {
+            Ok(out) => {
+                for u in out.uploads() {
+                    if let (Some(key), Some(id)) = (u.key(), u.upload_id()) {
+                        self.abort(key, id).await;
+                        aborted += 1;
+                    }
+                }
+            }
+            // Some stores (s3s-fs among them) cannot list uploads; the journal covers them.
+            Err(e) => {
+                tracing::debug!(error = %DisplayErrorContext(&e), "ListMultipartUploads unavailable")
+            }
+        }
+        Ok(aborted)
     }
 
     /// The bucket this stage writes to.
@@ -263,6 +326,34 @@ impl Transfer {
             .await
             .map_err(|e| TransferError::s3("CreateMultipartUpload", e))?;
         let upload_id = created.upload_id().unwrap_or_default().to_string();
+        if let Some(j) = &self.journal {
+            if let Err(e) =
+                portail_core::catalog::begin_multipart(&j.pool, j.agent_id, key, &upload_id).await
+            {
+                // Never run an upload a crash could orphan without trace.
+                self.abort(key, &upload_id).await;
+                return Err(TransferError::Journal(e.to_string()));
+            }
+        }
+        let result = self.run_multipart(key, &upload_id, path, size).await;
+        if let Some(j) = &self.journal {
+            // Completed or aborted: either way nothing is left to clean up. If this write fails
+            // the next start aborts an upload that no longer exists, which is harmless.
+            if let Err(e) = portail_core::catalog::end_multipart(&j.pool, &upload_id).await {
+                tracing::warn!(key, upload_id, error = %e, "could not clear the multipart journal");
+            }
+        }
+        result
+    }
+
+    async fn run_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        path: &Path,
+        size: u64,
+    ) -> Result<Stored, TransferError> {
+        let upload_id = upload_id.to_string();
         match self.upload_parts(key, &upload_id, path, size).await {
             Ok(parts) => {
                 let done = self

@@ -374,6 +374,19 @@ async fn hostile_entries_are_skipped_with_reasons_and_never_block() {
         !r.converged(),
         "unsyncable names must make the pass report failure"
     );
+    // The catalog keeps them so an operator can find them: lossy text plus the raw bytes.
+    let stored = catalog::unsyncable_entries(&env.db.pool, agent.id)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    assert!(stored
+        .iter()
+        .any(|(p, hex, reason)| p == "bad-\u{fffd}\u{fffd}.txt"
+            && hex.as_deref() == Some(hex::encode(b"bad-\xff\xfe.txt").as_str())
+            && reason == "non_utf8_name"));
+    assert!(stored
+        .iter()
+        .any(|(_, hex, reason)| hex.is_none() && reason == "key_too_long"));
     let rows = catalog_rows(&env, agent.id).await;
     assert_mirrored(&env, &rows, "ok.txt", b"fine").await;
     // portail accepts a key of exactly 1024 bytes. s3s-fs itself cannot store one: it names a
@@ -395,6 +408,71 @@ fn mkfifo(path: &std::path::Path) {
         .status()
         .unwrap();
     assert!(status.success(), "mkfifo");
+}
+
+#[tokio::test]
+async fn multipart_uploads_left_by_a_crash_are_aborted_at_start() {
+    let env = TestEnv::new().await;
+    let agent = env.agent(env.settings()).await;
+    // A crash after CreateMultipartUpload and one part: the journal row is all that is left.
+    let client = env.s3.client().await;
+    let created = client
+        .create_multipart_upload()
+        .bucket(&env.bucket)
+        .key("half.bin")
+        .send()
+        .await
+        .unwrap();
+    let upload_id = created.upload_id().unwrap().to_string();
+    client
+        .upload_part()
+        .bucket(&env.bucket)
+        .key("half.bin")
+        .upload_id(&upload_id)
+        .part_number(1)
+        .body(vec![1u8; 1024].into())
+        .send()
+        .await
+        .unwrap();
+    catalog::begin_multipart(&env.db.pool, agent.id, "half.bin", &upload_id)
+        .await
+        .unwrap();
+    let part_count = |c: aws_sdk_s3::Client, id: String, b: String| async move {
+        let out = c
+            .list_parts()
+            .bucket(b)
+            .key("half.bin")
+            .upload_id(id)
+            .send()
+            .await
+            .unwrap();
+        out.parts().len()
+    };
+    assert_eq!(
+        part_count(client.clone(), upload_id.clone(), env.bucket.clone()).await,
+        1
+    );
+
+    // The restarted agent aborts it and clears the journal: the part is gone and the upload
+    // can no longer be completed.
+    let _restarted = env.agent(env.settings()).await;
+    assert_eq!(
+        part_count(client.clone(), upload_id.clone(), env.bucket.clone()).await,
+        0
+    );
+    let completed = client
+        .complete_multipart_upload()
+        .bucket(&env.bucket)
+        .key("half.bin")
+        .upload_id(&upload_id)
+        .send()
+        .await;
+    assert!(completed.is_err(), "an aborted upload cannot complete");
+    assert!(catalog::open_multiparts(&env.db.pool, agent.id)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(env.keys().await.is_empty());
 }
 
 #[tokio::test]

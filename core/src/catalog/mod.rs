@@ -370,3 +370,80 @@ pub async fn list_files(pool: &PgPool, q: &FileQuery<'_>) -> sqlx::Result<Vec<Fi
     .fetch_all(pool)
     .await
 }
+
+/// Journals a multipart upload before any part is sent.
+pub async fn begin_multipart(
+    pool: &PgPool,
+    agent_id: i64,
+    s3_key: &str,
+    upload_id: &str,
+) -> sqlx::Result<()> {
+    sqlx::query("insert into multipart_uploads (agent_id, s3_key, upload_id) values ($1, $2, $3)")
+        .bind(agent_id)
+        .bind(s3_key)
+        .bind(upload_id)
+        .execute(pool)
+        .await
+        .map(|_| ())
+}
+
+/// Removes a multipart upload from the journal once it completed or was aborted.
+pub async fn end_multipart(pool: &PgPool, upload_id: &str) -> sqlx::Result<()> {
+    sqlx::query("delete from multipart_uploads where upload_id = $1")
+        .bind(upload_id)
+        .execute(pool)
+        .await
+        .map(|_| ())
+}
+
+/// The journaled multipart uploads of an agent: `(s3_key, upload_id)`.
+pub async fn open_multiparts(pool: &PgPool, agent_id: i64) -> sqlx::Result<Vec<(String, String)>> {
+    sqlx::query_as::<_, (String, String)>(
+        "select s3_key, upload_id from multipart_uploads where agent_id = $1 order by id",
+    )
+    .bind(agent_id)
+    .fetch_all(pool)
+    .await
+}
+
+/// Replaces an agent's list of unsyncable entries with this pass's: `(path, raw_hex, reason)`.
+pub async fn replace_unsyncable(
+    pool: &PgPool,
+    agent_id: i64,
+    entries: &[(String, Option<String>, &'static str)],
+) -> sqlx::Result<()> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("delete from unsyncable_entries where agent_id = $1")
+        .bind(agent_id)
+        .execute(&mut *tx)
+        .await?;
+    if !entries.is_empty() {
+        let path: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
+        let hex: Vec<Option<&str>> = entries.iter().map(|e| e.1.as_deref()).collect();
+        let reason: Vec<&str> = entries.iter().map(|e| e.2).collect();
+        sqlx::query(
+            "insert into unsyncable_entries (agent_id, path, raw_hex, reason)
+             select $1, * from unnest($2::text[], $3::text[], $4::text[])",
+        )
+        .bind(agent_id)
+        .bind(&path)
+        .bind(&hex)
+        .bind(&reason)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await
+}
+
+/// An agent's unsyncable entries: `(path, raw_hex, reason)`.
+pub async fn unsyncable_entries(
+    pool: &PgPool,
+    agent_id: i64,
+) -> sqlx::Result<Vec<(String, Option<String>, String)>> {
+    sqlx::query_as::<_, (String, Option<String>, String)>(
+        "select path, raw_hex, reason from unsyncable_entries where agent_id = $1 order by id",
+    )
+    .bind(agent_id)
+    .fetch_all(pool)
+    .await
+}
