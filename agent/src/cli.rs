@@ -35,6 +35,8 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Compare the catalog, the local tree and S3; print every drift; exit 1 on any.
+    Verify,
 }
 
 /// Runs the CLI and returns the process exit code.
@@ -57,21 +59,54 @@ pub async fn run(cli: Cli) -> ExitCode {
         }
     };
     let echo_summary = cfg.log.log_method != portail_core::config::LogMethod::Stdout;
-    match command {
-        Command::Sync { dry_run } => match sync(cfg, dry_run, echo_summary).await {
-            Ok(code) => ExitCode::from(code),
-            Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), "sync failed");
-                eprintln!("portail-agent: {e:#}");
-                let missing_root = e.downcast_ref::<crate::scan::ScanError>().is_some();
-                ExitCode::from(if missing_root {
-                    EXIT_CONFIG
-                } else {
-                    EXIT_INCOMPLETE
-                })
-            }
-        },
+    let result = match command {
+        Command::Sync { dry_run } => sync(cfg, dry_run, echo_summary).await,
+        Command::Verify => verify(cfg).await,
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "failed");
+            eprintln!("portail-agent: {e:#}");
+            // A missing root (an unmounted share) is a configuration problem.
+            let missing_root = e.downcast_ref::<crate::scan::ScanError>().is_some();
+            ExitCode::from(if missing_root {
+                EXIT_CONFIG
+            } else {
+                EXIT_INCOMPLETE
+            })
+        }
     }
+}
+
+async fn connect(cfg: AgentConfig) -> anyhow::Result<Agent> {
+    // Say so before touching the network.
+    if !cfg.agent.sync_root.is_dir() {
+        return Err(crate::scan::ScanError::RootMissing(cfg.agent.sync_root.clone()).into());
+    }
+    let registry = prometheus::Registry::new();
+    portail_core::metrics::register_build_info(&registry, "portail-agent")?;
+    let pool = portail_core::catalog::connect(&cfg.db).await?;
+    let s3 = portail_core::s3::build_client(&cfg.s3).await;
+    Agent::start(cfg.agent, pool, s3, cfg.s3.aws_bucket_name, &registry).await
+}
+
+async fn verify(cfg: AgentConfig) -> anyhow::Result<u8> {
+    let agent = connect(cfg).await?;
+    let report = crate::verify::verify(&agent).await?;
+    for d in &report.drift {
+        println!("drift: {d}");
+    }
+    println!(
+        "verify: {} synced files checked, {} drift",
+        report.checked,
+        report.drift.len()
+    );
+    Ok(if report.drift.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_INCOMPLETE
+    })
 }
 
 fn config_error(e: &ConfigError) -> ExitCode {
@@ -80,15 +115,7 @@ fn config_error(e: &ConfigError) -> ExitCode {
 }
 
 async fn sync(cfg: AgentConfig, dry_run: bool, echo_summary: bool) -> anyhow::Result<u8> {
-    // An unmounted share is a configuration problem: say so before touching the network.
-    if !cfg.agent.sync_root.is_dir() {
-        return Err(crate::scan::ScanError::RootMissing(cfg.agent.sync_root.clone()).into());
-    }
-    let registry = prometheus::Registry::new();
-    portail_core::metrics::register_build_info(&registry, "portail-agent")?;
-    let pool = portail_core::catalog::connect(&cfg.db).await?;
-    let s3 = portail_core::s3::build_client(&cfg.s3).await;
-    let agent = Agent::start(cfg.agent, pool, s3, cfg.s3.aws_bucket_name, &registry).await?;
+    let agent = connect(cfg).await?;
     let report = sync_once(&agent, &SyncOptions { dry_run }).await?;
     for line in &report.planned {
         println!("{line}");

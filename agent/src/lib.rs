@@ -13,6 +13,7 @@ pub mod plan;
 pub mod scan;
 pub mod sync;
 pub mod transfer;
+pub mod verify;
 
 use anyhow::Context;
 use portail_core::catalog::NewAgent;

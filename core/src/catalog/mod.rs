@@ -447,3 +447,13 @@ pub async fn unsyncable_entries(
     .fetch_all(pool)
     .await
 }
+
+/// Which of these keys some agent's non-deleted row claims (for `verify`'s orphan check).
+pub async fn claimed_keys(pool: &PgPool, keys: &[String]) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar::<_, String>(
+        "select distinct s3_key from files where s3_key = any($1) and status <> 'deleted'",
+    )
+    .bind(keys)
+    .fetch_all(pool)
+    .await
+}
