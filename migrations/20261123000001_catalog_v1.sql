@@ -39,6 +39,8 @@ create table files (
 );
 
 create index files_s3_key_idx on files (s3_key);
+-- Passes read an agent's rows in bytewise path order (the scan's order), in keyset batches.
+create index files_agent_path_c_idx on files (agent_id, path collate "C");
 create index files_agent_status_idx on files (agent_id, status);
 
 create table file_events (

@@ -116,7 +116,14 @@ fn config_error(e: &ConfigError) -> ExitCode {
 
 async fn sync(cfg: AgentConfig, dry_run: bool, echo_summary: bool) -> anyhow::Result<u8> {
     let agent = connect(cfg).await?;
-    let report = sync_once(&agent, &SyncOptions { dry_run }).await?;
+    let report = sync_once(
+        &agent,
+        &SyncOptions {
+            dry_run,
+            ..SyncOptions::default()
+        },
+    )
+    .await?;
     for line in &report.planned {
         println!("{line}");
     }

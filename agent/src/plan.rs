@@ -56,7 +56,16 @@ pub fn is_unchanged(local: &LocalFile, row: &FileRow) -> bool {
         && row.ctime.is_none_or(|c| c == local.meta.ctime)
 }
 
-/// Compares the tree with the catalog. Both inputs may come in any order.
+/// Compares one file with its catalog row (if any): `None` when it is unchanged, else the work.
+pub fn classify(local: LocalFile, previous: Option<FileRow>) -> Option<Work> {
+    match previous {
+        Some(row) if is_unchanged(&local, &row) => None,
+        previous => Some(Work { local, previous }),
+    }
+}
+
+/// Compares the tree with the catalog. Both inputs may come in any order. (A pass streams
+/// the same comparison in batches; this whole-slice form serves `verify` and the tests.)
 pub fn plan(mut local: Vec<LocalFile>, mut catalog: Vec<FileRow>) -> Plan {
     local.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
     catalog.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));

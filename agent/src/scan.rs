@@ -186,8 +186,26 @@ fn byte_order(a: &DirEntry, b: &DirEntry) -> Ordering {
     an.iter().chain(asl).cmp(bn.iter().chain(bsl))
 }
 
-/// Walks the root. Blocking: call it from `spawn_blocking`.
+/// Walks the root and collects every file. Blocking: call it from `spawn_blocking`.
 pub fn scan(root: &Path, prefix: &str, excludes: &Excludes) -> Result<ScanOutcome, ScanError> {
+    let mut files = Vec::new();
+    let mut out = scan_with(root, prefix, excludes, |f| {
+        files.push(f);
+        true
+    })?;
+    out.files = files;
+    Ok(out)
+}
+
+/// Walks the root, handing each regular file to `on_file` as it is found (in bytewise path
+/// order) instead of collecting them, so memory does not grow with the tree. The walk stops
+/// early when `on_file` returns false. The outcome's `files` stays empty. Blocking.
+pub fn scan_with(
+    root: &Path,
+    prefix: &str,
+    excludes: &Excludes,
+    mut on_file: impl FnMut(LocalFile) -> bool,
+) -> Result<ScanOutcome, ScanError> {
     match std::fs::metadata(root) {
         Ok(m) if m.is_dir() => {}
         _ => return Err(ScanError::RootMissing(root.to_path_buf())),
@@ -257,11 +275,17 @@ pub fn scan(root: &Path, prefix: &str, excludes: &Excludes) -> Result<ScanOutcom
             continue;
         }
         match entry.metadata() {
-            Ok(m) => out.files.push(LocalFile {
-                key: format!("{prefix}{rel}"),
-                path: rel,
-                meta: FileMeta::from_metadata(&m),
-            }),
+            Ok(m) => {
+                let meta = FileMeta::from_metadata(&m);
+                let file = LocalFile {
+                    key: format!("{prefix}{rel}"),
+                    path: rel,
+                    meta,
+                };
+                if !on_file(file) {
+                    break;
+                }
+            }
             Err(err) => out.failures.push(ScanFailure {
                 path: rel,
                 error: err.to_string(),

@@ -16,6 +16,8 @@ use chrono::Utc;
 use futures::stream::{self, StreamExt};
 use portail_core::catalog::{self, EventKind, FailedFile, FileRow, FileStatus, SyncedFile};
 use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 
 use crate::catalog::CatalogWriter;
 use crate::config::DeleteMode;
@@ -31,10 +33,21 @@ const IN_MEMORY_LIMIT: u64 = 4 << 20;
 const ATTEMPTS: usize = 3;
 
 /// How to run a pass.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct SyncOptions {
     /// Print the plan; change nothing in S3 or the catalog.
     pub dry_run: bool,
+    /// Catalog rows read per batch while comparing with the tree.
+    pub row_batch: i64,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        SyncOptions {
+            dry_run: false,
+            row_batch: 5000,
+        }
+    }
 }
 
 /// A file that could not be synced in this pass.
@@ -128,14 +141,83 @@ pub async fn sync_once(agent: &Agent, opts: &SyncOptions) -> anyhow::Result<Sync
     let m = &agent.metrics;
     let mut report = SyncReport::default();
 
-    let root = settings.sync_root.clone();
-    let prefix = agent.prefix.clone();
-    let excludes = agent.excludes.clone();
-    let scanned = tokio::task::spawn_blocking(move || scan::scan(&root, &prefix, &excludes))
+    // Fail before anything else when the root is gone (an unmounted share).
+    if !settings.sync_root.is_dir() {
+        return Err(scan::ScanError::RootMissing(settings.sync_root.clone()).into());
+    }
+    // Without live rows no new file can be a rename, so new files need not wait for the
+    // whole comparison: an initial sync streams from the walk straight into uploads.
+    let renames_possible = catalog::has_live_files(&agent.pool, agent.id)
         .await
-        .context("the scan task panicked")??;
+        .context("reading the catalog")?;
+
+    // The walk streams files, in bytewise path order, through a bounded channel.
+    let (file_tx, mut file_rx) = mpsc::channel::<scan::LocalFile>(SCAN_QUEUE);
+    let (root, prefix, excludes) = (
+        settings.sync_root.clone(),
+        agent.prefix.clone(),
+        agent.excludes.clone(),
+    );
+    let scan_task = tokio::task::spawn_blocking(move || {
+        scan::scan_with(&root, &prefix, &excludes, |f| {
+            file_tx.blocking_send(f).is_ok()
+        })
+    });
+
+    // Merge the walk with the catalog, read in batches in the same order. Work starts while the
+    // merge goes on; new files wait for it only when they might be renames.
+    let (work_tx, work_rx) = mpsc::channel::<Work>(WORK_QUEUE);
+    let (dry_run, row_batch) = (opts.dry_run, opts.row_batch.max(1));
+    let merge = async move {
+        let mut merged = Merged::default();
+        let mut rows = RowCursor::new(agent, row_batch);
+        while let Some(file) = file_rx.recv().await {
+            merged.local_files += 1;
+            while let Some(row) = rows.next_before(&file.path).await? {
+                merged.gone_or_tracked(row);
+            }
+            let previous = rows.next_equal(&file.path).await?;
+            if previous
+                .as_ref()
+                .is_some_and(|r| r.status == FileStatus::Synced)
+            {
+                merged.tracked += 1;
+            }
+            rows.merged_up_to(&file.path);
+            match plan::classify(file, previous) {
+                None => merged.unchanged += 1,
+                Some(w) if dry_run => merged.planned.push(describe(&w)),
+                Some(w) if w.previous.is_none() && renames_possible => merged.deferred.push(w),
+                Some(w) => {
+                    if work_tx.send(w).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        while let Some(row) = rows.next_any().await? {
+            merged.gone_or_tracked(row);
+        }
+        drop(work_tx);
+        Ok::<_, anyhow::Error>(merged)
+    };
+    let mut writer = CatalogWriter::new(agent.pool.clone(), agent.id);
+    let no_sources = HashMap::new();
+    let streamed = process(
+        agent,
+        ReceiverStream::new(work_rx),
+        &no_sources,
+        &mut writer,
+        &mut report,
+    );
+    let (merged, streamed) = tokio::join!(merge, streamed);
+    let scanned = scan_task.await.context("the scan task panicked")??;
+    let merged = merged.context("reading the catalog")?;
+    streamed?;
+
     m.last_full_scan.set(Utc::now().timestamp());
-    report.scanned = scanned.files.len() as u64;
+    report.scanned = merged.local_files;
+    report.unchanged = merged.unchanged;
     m.files_scanned.inc_by(report.scanned);
     for s in &scanned.skipped {
         m.files_skipped.with_label_values(&[s.reason.label()]).inc();
@@ -154,46 +236,24 @@ pub async fn sync_once(agent: &Agent, opts: &SyncOptions) -> anyhow::Result<Sync
             error: f.error.clone(),
         });
     }
-    let local_files = scanned.files.len() as u64;
     let scan_failures = scanned.failures.len() as u64;
     report.skipped = scanned.skipped;
 
-    let rows = catalog::files_of_agent(&agent.pool, agent.id)
-        .await
-        .context("reading the catalog")?;
-    let tracked = rows
-        .iter()
-        .filter(|r| r.status == FileStatus::Synced)
-        .count() as u64;
-    let planned = plan::plan(scanned.files, rows);
-    report.unchanged = planned.unchanged;
-
     if opts.dry_run {
-        for w in &planned.work {
-            let why = match &w.previous {
-                None => "new",
-                Some(r) if r.status == FileStatus::Synced => "changed",
-                Some(_) => "not yet synced",
-            };
-            report
-                .planned
-                .push(format!("read  {} ({why}) -> {}", w.local.path, w.local.key));
-        }
+        report.planned = merged.planned;
         let ctx = DeleteContext {
-            deletes: planned.gone.len() as u64,
-            tracked,
-            local_files,
+            deletes: merged.gone.len() as u64,
+            tracked: merged.tracked,
+            local_files: merged.local_files,
             scan_failures,
         };
         match plan::check_deletes(&settings.delete_guards(), &ctx) {
-            Ok(()) => {
-                for r in &planned.gone {
-                    report.planned.push(format!(
-                        "delete {} -> {} (or rename, if a new file has its content)",
-                        r.path, r.s3_key
-                    ));
-                }
-            }
+            Ok(()) => report.planned.extend(merged.gone.iter().map(|r| {
+                format!(
+                    "delete {} -> {} (or rename, if a new file has its content)",
+                    r.path, r.s3_key
+                )
+            })),
             Err(b) => report
                 .planned
                 .push(format!("deletes blocked: {}", b.message)),
@@ -212,12 +272,178 @@ pub async fn sync_once(agent: &Agent, opts: &SyncOptions) -> anyhow::Result<Sync
         .await
         .context("recording unsyncable names")?;
 
-    let sources = plan::rename_sources(&planned.gone);
-    let mut writer = CatalogWriter::new(agent.pool.clone(), agent.id);
-    let mut copy_sources_used: HashMap<String, String> = HashMap::new();
-    let mut outcomes = stream::iter(planned.work)
-        .map(|w| sync_file(agent, w, &sources))
-        .buffer_unordered(settings.upload_concurrency);
+    // New files, now that every vanished row is known: a twin of one is a rename.
+    let sources = plan::rename_sources(&merged.gone);
+    let copies = process(
+        agent,
+        stream::iter(merged.deferred),
+        &sources,
+        &mut writer,
+        &mut report,
+    )
+    .await?;
+    writer.flush().await.context("writing the catalog")?;
+
+    delete_gone(
+        agent,
+        merged.gone,
+        &copies,
+        merged.tracked,
+        merged.local_files,
+        scan_failures,
+        &mut report,
+    )
+    .await?;
+
+    let totals = catalog::agent_totals(&agent.pool, agent.id).await?;
+    m.tracked_files.set(totals.synced_files);
+    m.tracked_bytes.set(totals.synced_bytes);
+    m.pending_files.set(totals.unsynced_files);
+    report.elapsed = started.elapsed();
+    if report.converged() {
+        m.last_success.set(Utc::now().timestamp());
+    }
+    Ok(report)
+}
+
+/// Files waiting in the channel from the walk to the merge.
+const SCAN_QUEUE: usize = 4096;
+/// Work items waiting for a transfer slot.
+const WORK_QUEUE: usize = 1024;
+
+/// What the merge of the walk with the catalog found.
+#[derive(Default)]
+struct Merged {
+    local_files: u64,
+    unchanged: u64,
+    /// Rows `synced` before the pass (the base of MAX_DELETE_PERCENT).
+    tracked: u64,
+    /// Rows (not yet `deleted`) whose file is gone.
+    gone: Vec<FileRow>,
+    /// New files held back until every vanished row is known.
+    deferred: Vec<Work>,
+    /// With --dry-run: what would be read.
+    planned: Vec<String>,
+}
+
+impl Merged {
+    /// A row with no local file.
+    fn gone_or_tracked(&mut self, row: FileRow) {
+        if row.status == FileStatus::Synced {
+            self.tracked += 1;
+        }
+        if row.status != FileStatus::Deleted {
+            self.gone.push(row);
+        }
+    }
+}
+
+fn describe(w: &Work) -> String {
+    let why = match &w.previous {
+        None => "new",
+        Some(r) if r.status == FileStatus::Synced => "changed",
+        Some(_) => "not yet synced",
+    };
+    format!("read  {} ({why}) -> {}", w.local.path, w.local.key)
+}
+
+/// Reads an agent's catalog rows in bytewise path order, one batch at a time.
+///
+/// Uploads write rows while the cursor is still reading. Those rows are always at or behind the
+/// merge, and the next batch is fetched only when the merge reaches the end of the current one,
+/// so a fetch never returns them. The `floor` enforces the same independently of that fetch
+/// timing: every pre-existing row up to the last merged path has been handed out already, so a
+/// row at or below it can only be one this pass wrote, and treating it as vanished would
+/// delete a fresh upload.
+struct RowCursor<'a> {
+    agent: &'a Agent,
+    batch: std::collections::VecDeque<FileRow>,
+    size: i64,
+    last: Option<String>,
+    floor: Option<String>,
+    done: bool,
+}
+
+impl<'a> RowCursor<'a> {
+    fn new(agent: &'a Agent, size: i64) -> Self {
+        RowCursor {
+            agent,
+            batch: Default::default(),
+            size,
+            last: None,
+            floor: None,
+            done: false,
+        }
+    }
+
+    /// Records that every local path up to `path` has been merged.
+    fn merged_up_to(&mut self, path: &str) {
+        self.floor = Some(path.to_string());
+    }
+
+    async fn peek(&mut self) -> sqlx::Result<Option<&FileRow>> {
+        loop {
+            if let Some(floor) = &self.floor {
+                while self
+                    .batch
+                    .front()
+                    .is_some_and(|r| r.path.as_bytes() <= floor.as_bytes())
+                {
+                    self.batch.pop_front();
+                }
+            }
+            if !self.batch.is_empty() || self.done {
+                return Ok(self.batch.front());
+            }
+            let page = catalog::files_page(
+                &self.agent.pool,
+                self.agent.id,
+                self.last.as_deref(),
+                self.size,
+            )
+            .await?;
+            self.done = (page.len() as i64) < self.size;
+            self.last = page.last().map(|r| r.path.clone()).or(self.last.take());
+            self.batch.extend(page);
+        }
+    }
+
+    /// The next row if its path sorts before `path`.
+    async fn next_before(&mut self, path: &str) -> sqlx::Result<Option<FileRow>> {
+        let before = self
+            .peek()
+            .await?
+            .is_some_and(|r| r.path.as_bytes() < path.as_bytes());
+        Ok(if before { self.batch.pop_front() } else { None })
+    }
+
+    /// The next row if its path is `path`.
+    async fn next_equal(&mut self, path: &str) -> sqlx::Result<Option<FileRow>> {
+        let equal = self.peek().await?.is_some_and(|r| r.path == path);
+        Ok(if equal { self.batch.pop_front() } else { None })
+    }
+
+    /// The next row, whatever its path.
+    async fn next_any(&mut self) -> sqlx::Result<Option<FileRow>> {
+        self.peek().await?;
+        Ok(self.batch.pop_front())
+    }
+}
+
+/// Syncs a stream of work items with bounded concurrency, records each outcome and adds it to
+/// the report. Returns the renames done: vanished path -> new path.
+async fn process(
+    agent: &Agent,
+    work: impl futures::Stream<Item = Work>,
+    sources: &HashMap<(i64, String), FileRow>,
+    writer: &mut CatalogWriter,
+    report: &mut SyncReport,
+) -> anyhow::Result<HashMap<String, String>> {
+    let m = &agent.metrics;
+    let mut copies = HashMap::new();
+    let mut outcomes = std::pin::pin!(work
+        .map(|w| sync_file(agent, w, sources))
+        .buffer_unordered(agent.settings.upload_concurrency));
     while let Some((hashed, outcome)) = outcomes.next().await {
         report.hashed += hashed;
         match outcome {
@@ -236,7 +462,7 @@ pub async fn sync_once(agent: &Agent, opts: &SyncOptions) -> anyhow::Result<Sync
                     (None, Some(from)) => {
                         report.renamed += 1;
                         m.files_renamed.inc();
-                        copy_sources_used.insert(from.clone(), row.path.clone());
+                        copies.insert(from.clone(), row.path.clone());
                     }
                     (None, None) => report.metadata_only += 1,
                 }
@@ -274,29 +500,7 @@ pub async fn sync_once(agent: &Agent, opts: &SyncOptions) -> anyhow::Result<Sync
             }
         }
     }
-    drop(outcomes);
-    writer.flush().await.context("writing the catalog")?;
-
-    delete_gone(
-        agent,
-        planned.gone,
-        &copy_sources_used,
-        tracked,
-        local_files,
-        scan_failures,
-        &mut report,
-    )
-    .await?;
-
-    let totals = catalog::agent_totals(&agent.pool, agent.id).await?;
-    m.tracked_files.set(totals.synced_files);
-    m.tracked_bytes.set(totals.synced_bytes);
-    m.pending_files.set(totals.unsynced_files);
-    report.elapsed = started.elapsed();
-    if report.converged() {
-        m.last_success.set(Utc::now().timestamp());
-    }
-    Ok(report)
+    Ok(copies)
 }
 
 /// Reads, hashes and stores one file. Returns the number of hashes computed and the outcome.

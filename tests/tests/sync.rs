@@ -485,9 +485,15 @@ async fn dry_run_changes_nothing() {
     env.write("new.txt", b"new");
     std::fs::remove_file(env.root.path().join("a.txt")).unwrap();
     let before = catalog_rows(&env, agent.id).await;
-    let r = portail_agent::sync_once(&agent, &SyncOptions { dry_run: true })
-        .await
-        .unwrap();
+    let r = portail_agent::sync_once(
+        &agent,
+        &SyncOptions {
+            dry_run: true,
+            ..SyncOptions::default()
+        },
+    )
+    .await
+    .unwrap();
     assert!(
         r.planned
             .iter()
@@ -591,4 +597,44 @@ async fn a_file_rewritten_during_upload_is_never_recorded_with_stale_content() {
         &local,
     )
     .await;
+}
+
+#[tokio::test]
+async fn rows_written_during_a_pass_are_never_mistaken_for_vanished_files() {
+    // With only `deleted` rows in the catalog, new files stream straight into uploads while the
+    // catalog is still being read in (here: tiny) batches; rows written meanwhile must never
+    // come back as vanished files.
+    let env = TestEnv::new().await;
+    let names: Vec<String> = (0..12).map(|i| format!("f{i:02}")).collect();
+    for n in &names {
+        env.write(n, n.as_bytes());
+    }
+    let mut s = env.settings();
+    s.allow_empty_root = true;
+    s.max_delete_percent = 100;
+    let agent = env.agent(s).await;
+    assert!(env.sync(&agent).await.converged());
+    for n in &names {
+        std::fs::remove_file(env.root.path().join(n)).unwrap();
+    }
+    assert_eq!(env.sync(&agent).await.deleted, 12);
+    // Everything comes back, plus files in between the old names.
+    for n in &names {
+        env.write(n, b"back");
+        env.write(&format!("{n}x"), b"between");
+    }
+    let opts = SyncOptions {
+        row_batch: 2,
+        ..SyncOptions::default()
+    };
+    let r = portail_agent::sync_once(&agent, &opts).await.unwrap();
+    assert!(r.converged(), "{r:?}");
+    assert_eq!((r.uploaded, r.deleted), (24, 0), "{r:?}");
+    assert_eq!(env.keys().await.len(), 24);
+    let again = portail_agent::sync_once(&agent, &opts).await.unwrap();
+    assert_eq!(
+        (again.unchanged, again.uploaded, again.deleted),
+        (24, 0, 0),
+        "{again:?}"
+    );
 }

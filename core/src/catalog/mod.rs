@@ -76,6 +76,37 @@ pub async fn files_of_agent(pool: &PgPool, agent_id: i64) -> sqlx::Result<Vec<Fi
     .await
 }
 
+/// One batch of an agent's rows in bytewise path order, after `after_path` (keyset paging),
+/// so a pass compares the tree with the catalog without holding the whole catalog.
+pub async fn files_page(
+    pool: &PgPool,
+    agent_id: i64,
+    after_path: Option<&str>,
+    limit: i64,
+) -> sqlx::Result<Vec<FileRow>> {
+    sqlx::query_as::<_, FileRow>(
+        r#"select * from files
+           where agent_id = $1 and ($2::text is null or path collate "C" > $2::text collate "C")
+           order by path collate "C"
+           limit $3"#,
+    )
+    .bind(agent_id)
+    .bind(after_path)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Whether an agent has any row that is not `deleted` (if not, no file can be a rename).
+pub async fn has_live_files(pool: &PgPool, agent_id: i64) -> sqlx::Result<bool> {
+    sqlx::query_scalar::<_, bool>(
+        "select exists (select 1 from files where agent_id = $1 and status <> 'deleted')",
+    )
+    .bind(agent_id)
+    .fetch_one(pool)
+    .await
+}
+
 /// One file by id, with its agent's bucket, for presigning.
 pub async fn file_by_id(pool: &PgPool, id: i64) -> sqlx::Result<Option<FileWithBucket>> {
     sqlx::query_as::<_, FileWithBucket>(
