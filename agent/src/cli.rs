@@ -120,6 +120,7 @@ async fn sync(cfg: AgentConfig, dry_run: bool, echo_summary: bool) -> anyhow::Re
         &agent,
         &SyncOptions {
             dry_run,
+            progress: true,
             ..SyncOptions::default()
         },
     )

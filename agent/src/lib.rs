@@ -10,6 +10,7 @@ pub mod config;
 pub mod hash;
 pub mod metrics;
 pub mod plan;
+pub mod progress;
 pub mod scan;
 pub mod sync;
 pub mod transfer;

@@ -9,6 +9,8 @@
 //! never loses its source, and only when no guard objects.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -23,6 +25,7 @@ use crate::catalog::CatalogWriter;
 use crate::config::DeleteMode;
 use crate::hash::{self, HashError};
 use crate::plan::{self, Decision, DeleteContext, Work};
+use crate::progress::Progress;
 use crate::scan::{self, FileMeta, Skipped};
 use crate::transfer::{self, content_type_for, TransferError};
 use crate::Agent;
@@ -39,6 +42,8 @@ pub struct SyncOptions {
     pub dry_run: bool,
     /// Catalog rows read per batch while comparing with the tree.
     pub row_batch: i64,
+    /// Show progress: a live line on a terminal, a log line every 10 s otherwise.
+    pub progress: bool,
 }
 
 impl Default for SyncOptions {
@@ -46,6 +51,7 @@ impl Default for SyncOptions {
         SyncOptions {
             dry_run: false,
             row_batch: 5000,
+            progress: false,
         }
     }
 }
@@ -168,11 +174,17 @@ pub async fn sync_once(agent: &Agent, opts: &SyncOptions) -> anyhow::Result<Sync
     // merge goes on; new files wait for it only when they might be renames.
     let (work_tx, work_rx) = mpsc::channel::<Work>(WORK_QUEUE);
     let (dry_run, row_batch) = (opts.dry_run, opts.row_batch.max(1));
+    let progress = Arc::new(Progress::default());
+    let _reporter = opts
+        .progress
+        .then(|| crate::progress::report(progress.clone()));
+    let merge_progress = progress.clone();
     let merge = async move {
         let mut merged = Merged::default();
         let mut rows = RowCursor::new(agent, row_batch);
         while let Some(file) = file_rx.recv().await {
             merged.local_files += 1;
+            merge_progress.scanned.fetch_add(1, Ordering::Relaxed);
             while let Some(row) = rows.next_before(&file.path).await? {
                 merged.gone_or_tracked(row);
             }
@@ -209,6 +221,7 @@ pub async fn sync_once(agent: &Agent, opts: &SyncOptions) -> anyhow::Result<Sync
         &no_sources,
         &mut writer,
         &mut report,
+        &progress,
     );
     let (merged, streamed) = tokio::join!(merge, streamed);
     let scanned = scan_task.await.context("the scan task panicked")??;
@@ -280,6 +293,7 @@ pub async fn sync_once(agent: &Agent, opts: &SyncOptions) -> anyhow::Result<Sync
         &sources,
         &mut writer,
         &mut report,
+        &progress,
     )
     .await?;
     writer.flush().await.context("writing the catalog")?;
@@ -438,6 +452,7 @@ async fn process(
     sources: &HashMap<(i64, String), FileRow>,
     writer: &mut CatalogWriter,
     report: &mut SyncReport,
+    progress: &Progress,
 ) -> anyhow::Result<HashMap<String, String>> {
     let m = &agent.metrics;
     let mut copies = HashMap::new();
@@ -446,6 +461,7 @@ async fn process(
         .buffer_unordered(agent.settings.upload_concurrency));
     while let Some((hashed, outcome)) = outcomes.next().await {
         report.hashed += hashed;
+        progress.done.fetch_add(1, Ordering::Relaxed);
         match outcome {
             Outcome::Synced {
                 row,
@@ -454,6 +470,7 @@ async fn process(
             } => {
                 match (uploaded_bytes, &renamed_from) {
                     (Some(n), _) => {
+                        progress.bytes.fetch_add(n, Ordering::Relaxed);
                         report.uploaded += 1;
                         report.bytes_uploaded += n;
                         m.files_uploaded.inc();
