@@ -638,3 +638,42 @@ async fn rows_written_during_a_pass_are_never_mistaken_for_vanished_files() {
         "{again:?}"
     );
 }
+
+#[tokio::test]
+async fn excludes_are_never_uploaded_and_delete_mode_keep_leaves_objects() {
+    let env = TestEnv::new().await;
+    env.write("keep/a.txt", b"a");
+    env.write("keep/b.txt", b"b");
+    env.write("keep/c.txt", b"c");
+    env.write("scratch.tmp", b"temp");
+    env.write(".git/config", b"[core]");
+    env.write("deep/x/.git/HEAD", b"ref");
+    let mut s = env.settings();
+    s.exclude = vec!["*.tmp".into(), ".git/**".into()];
+    s.delete_mode = portail_agent::config::DeleteMode::Keep;
+    let agent = env.agent(s).await;
+    let r = env.sync(&agent).await;
+    assert!(r.converged(), "{r:?}");
+    // `.git/**` is anchored at the root; the nested .git is not excluded.
+    assert_eq!(
+        env.keys().await,
+        vec!["deep/x/.git/HEAD", "keep/a.txt", "keep/b.txt", "keep/c.txt"]
+    );
+    assert_eq!(
+        r.skipped
+            .iter()
+            .filter(|s| s.reason == SkipReason::Excluded)
+            .count(),
+        2
+    );
+
+    std::fs::remove_file(env.root.path().join("keep/a.txt")).unwrap();
+    let r = env.sync(&agent).await;
+    assert_eq!(r.deleted, 1);
+    let rows = catalog_rows(&env, agent.id).await;
+    assert_eq!(row(&rows, "keep/a.txt").status, FileStatus::Deleted);
+    assert!(
+        env.object("keep/a.txt").await.is_some(),
+        "DELETE_MODE=keep leaves the object"
+    );
+}
