@@ -229,28 +229,9 @@ impl Transfer {
         md5: &[u8; 16],
         content_type: &str,
     ) -> Result<Stored, TransferError> {
-        let _permit = self
-            .in_flight
-            .acquire()
+        let _permit = self.permit().await;
+        self.put_object(key, ByteStream::from(body), md5, content_type)
             .await
-            .expect("semaphore never closed");
-        let b64 = md5_base64(md5);
-        let out = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .content_md5(&b64)
-            .content_type(content_type)
-            .metadata("md5chksum", &b64)
-            .body(ByteStream::from(body))
-            .send()
-            .await
-            .map_err(|e| TransferError::s3("PutObject", e))?;
-        Ok(Stored {
-            etag: strip_quotes(out.e_tag()),
-            multipart: false,
-        })
     }
 
     /// Uploads a file from disk: one streamed PutObject below the multipart threshold,
@@ -266,17 +247,24 @@ impl Transfer {
         if self.is_multipart(size) {
             return self.put_multipart(key, path, size, md5, content_type).await;
         }
-        let _permit = self
-            .in_flight
-            .acquire()
-            .await
-            .expect("semaphore never closed");
+        let _permit = self.permit().await;
         let body = ByteStream::read_from()
             .path(path)
             .length(Length::Exact(size))
             .build()
             .await
             .map_err(|e| TransferError::Io(std::io::Error::other(e)))?;
+        self.put_object(key, body, md5, content_type).await
+    }
+
+    /// One PutObject with `Content-MD5` (checked by the server) and `md5chksum`.
+    async fn put_object(
+        &self,
+        key: &str,
+        body: ByteStream,
+        md5: &[u8; 16],
+        content_type: &str,
+    ) -> Result<Stored, TransferError> {
         let b64 = md5_base64(md5);
         let out = self
             .client
@@ -284,7 +272,6 @@ impl Transfer {
             .bucket(&self.bucket)
             .key(key)
             .content_md5(&b64)
-            .content_length(size as i64)
             .content_type(content_type)
             .metadata("md5chksum", &b64)
             .body(body)
@@ -295,6 +282,15 @@ impl Transfer {
             etag: strip_quotes(out.e_tag()),
             multipart: false,
         })
+    }
+
+    /// A slot among the UPLOAD_CONCURRENCY requests allowed in flight.
+    async fn permit(&self) -> tokio::sync::SemaphorePermit<'_> {
+        // The semaphore lives as long as `self` and is never closed.
+        self.in_flight
+            .acquire()
+            .await
+            .expect("semaphore never closed")
     }
 
     /// The part size for a file: the configured one, raised until 10 000 parts suffice.
@@ -401,11 +397,7 @@ impl Transfer {
             .map(|i| {
                 let file = Arc::clone(&file);
                 async move {
-                    let _permit = self
-                        .in_flight
-                        .acquire()
-                        .await
-                        .expect("semaphore never closed");
+                    let _permit = self.permit().await;
                     let offset = i * part_size;
                     let len = part_size.min(size - offset) as usize;
                     let (buf, md5) = tokio::task::spawn_blocking(move || {
@@ -461,11 +453,7 @@ impl Transfer {
 
     /// Copies an object server-side, keeping its metadata (and so its `md5chksum`).
     pub async fn copy(&self, from_key: &str, to_key: &str) -> Result<Stored, TransferError> {
-        let _permit = self
-            .in_flight
-            .acquire()
-            .await
-            .expect("semaphore never closed");
+        let _permit = self.permit().await;
         let out = self
             .client
             .copy_object()

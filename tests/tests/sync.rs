@@ -60,6 +60,8 @@ async fn initial_sync_of_a_nested_tree_with_awkward_names_and_a_multipart_file()
         ("unicode/héllo wörld ✓.txt", "unicode".as_bytes().to_vec()),
         ("special/a+b%c#d?e.txt", b"specials".to_vec()),
         ("big/large.bin", big),
+        // Above the 4 MiB in-memory limit, below the threshold: one streamed PutObject.
+        ("big/medium.bin", vec![42u8; (4 << 20) + (512 << 10)]),
     ];
     for (p, b) in &files {
         env.write(p, b);
