@@ -49,8 +49,10 @@ pub mod names {
     pub const URL_HTTP_REQUESTS: &str = "portail_url_http_requests_total";
     /// Histogram by `route`, `method`: request latency.
     pub const URL_HTTP_DURATION: &str = "portail_url_http_request_duration_seconds";
-    /// Counter: presigned URLs issued.
+    /// Counter: presigned URLs issued (by the API and by share-link clicks).
     pub const URL_PRESIGNED_ISSUED: &str = "portail_url_presigned_urls_issued_total";
+    /// Counter by `outcome` (`redirected`, `not_found`, `gone`, `error`): share-link clicks.
+    pub const URL_LINK_REDIRECTS: &str = "portail_url_link_redirects_total";
 }
 
 /// Registers `portail_build_info{service,version} 1`.

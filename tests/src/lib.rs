@@ -376,18 +376,23 @@ pub fn md5_b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(bytes))
 }
 
-/// The `portail-agent` binary built next to this test executable (`cargo test --workspace`
-/// builds every binary of the workspace first).
-pub fn agent_bin() -> PathBuf {
+/// A workspace binary built next to this test executable (`cargo test --workspace` builds
+/// every binary of the workspace first).
+pub fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let bin = dir.join("portail-agent");
+    let bin = dir.join(name);
     assert!(
         bin.exists(),
         "{} is missing: run `cargo build --workspace` first",
         bin.display()
     );
     bin
+}
+
+/// The `portail-agent` binary.
+pub fn agent_bin() -> PathBuf {
+    workspace_bin("portail-agent")
 }
 
 impl TestEnv {

@@ -47,6 +47,13 @@ pub struct ServiceSettings {
     /// DEFAULT_URL_TTL: lifetime of a presigned URL when the request names none. Default `15m`.
     #[serde(default = "default_url_ttl")]
     pub default_url_ttl: HumanDuration,
+    /// LINK_PRESIGN_TTL: lifetime of the presigned URL a share-link click redirects to.
+    /// Default `60s`.
+    #[serde(default = "default_link_presign_ttl")]
+    pub link_presign_ttl: HumanDuration,
+    /// DEFAULT_LINK_TTL: lifetime of a share link when the request names none. Default `7d`.
+    #[serde(default = "default_link_ttl")]
+    pub default_link_ttl: HumanDuration,
 }
 
 fn default_listen_addr() -> String {
@@ -54,6 +61,12 @@ fn default_listen_addr() -> String {
 }
 fn default_url_ttl() -> HumanDuration {
     HumanDuration(std::time::Duration::from_secs(900))
+}
+fn default_link_presign_ttl() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(60))
+}
+fn default_link_ttl() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(7 * 86_400))
 }
 
 impl FromEnv for ServiceSettings {
@@ -68,6 +81,17 @@ impl ServiceSettings {
             listen_addr: default_listen_addr(),
             public_base_url: None,
             default_url_ttl: default_url_ttl(),
+            link_presign_ttl: default_link_presign_ttl(),
+            default_link_ttl: default_link_ttl(),
         }
+    }
+
+    /// The base of share-link URLs: PUBLIC_BASE_URL, or `http://LISTEN_ADDR`.
+    pub fn public_base_url(&self) -> String {
+        self.public_base_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen_addr))
+            .trim_end_matches('/')
+            .to_string()
     }
 }

@@ -15,7 +15,7 @@ use std::time::Instant;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use portail_core::metrics::names;
 use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
@@ -35,6 +35,8 @@ pub struct UrlMetrics {
     pub duration: HistogramVec,
     /// Presigned URLs issued.
     pub presigned_issued: IntCounter,
+    /// Share-link clicks by outcome.
+    pub link_redirects: IntCounterVec,
 }
 
 impl UrlMetrics {
@@ -58,11 +60,17 @@ impl UrlMetrics {
             IntCounter::new(names::URL_PRESIGNED_ISSUED, "Presigned URLs issued.")?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
+        let link_redirects = IntCounterVec::new(
+            Opts::new(names::URL_LINK_REDIRECTS, "Share-link clicks by outcome."),
+            &["outcome"],
+        )?;
         registry.register(Box::new(presigned_issued.clone()))?;
+        registry.register(Box::new(link_redirects.clone()))?;
         Ok(UrlMetrics {
             requests,
             duration,
             presigned_issued,
+            link_redirects,
         })
     }
 }
@@ -135,9 +143,18 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
+        .route("/openapi.json", get(routes::openapi::openapi))
         .route("/v1/files", get(routes::files::list_files))
+        .route("/v1/files/{id}", get(routes::files::get_file))
         .route("/v1/files/{id}/url", post(routes::files::create_url))
+        .route(
+            "/v1/links",
+            post(routes::links::create_link).get(routes::links::list_links),
+        )
+        .route("/v1/links/{id}", delete(routes::links::revoke_link))
+        .route("/l/{token}", get(routes::links::follow_link))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), track))
+        .fallback(routes::fallback)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
         .merge(metrics)

@@ -183,3 +183,18 @@ pub struct FileQuery<'a> {
     /// Page size.
     pub limit: i64,
 }
+
+/// A row of `share_links` (the link token itself is never stored).
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct ShareLink {
+    pub id: i64,
+    pub file_id: i64,
+    #[serde(skip)]
+    pub token_sha256: String,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub max_downloads: Option<i32>,
+    pub downloads: i32,
+    pub revoked_at: Option<DateTime<Utc>>,
+}

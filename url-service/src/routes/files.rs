@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use aws_sdk_s3::presigning::PresigningConfig;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::routes::IdParam;
 use crate::AppState;
 
 /// SigV4 allows presigned URLs to live at most 7 days.
@@ -131,6 +132,29 @@ pub async fn list_files(
     Ok(Json(FilePage { files, next_cursor }))
 }
 
+/// Answer of `GET /v1/files/{id}`.
+#[derive(Debug, Serialize)]
+pub struct FileDetail {
+    /// The catalog row.
+    pub file: FileWithBucket,
+    /// Its most recent events, newest first.
+    pub events: Vec<catalog::FileEvent>,
+}
+
+/// How many events `GET /v1/files/{id}` returns.
+pub const RECENT_EVENTS: i64 = 50;
+
+/// `GET /v1/files/{id}`: the row and its recent history.
+pub async fn get_file(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdParam(id): IdParam,
+) -> Result<Json<FileDetail>, ApiError> {
+    let file = visible_file(&state, &caller, id).await?;
+    let events = catalog::events_of_file(&state.pool, id, RECENT_EVENTS).await?;
+    Ok(Json(FileDetail { file, events }))
+}
+
 /// Loads a file the caller may see, or 404.
 pub async fn visible_file(
     state: &AppState,
@@ -218,7 +242,7 @@ pub fn ensure_servable(file: &FileWithBucket) -> Result<(), ApiError> {
 pub async fn create_url(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    IdParam(id): IdParam,
     body: Bytes,
 ) -> Result<(StatusCode, Json<PresignedUrl>), ApiError> {
     let req: UrlRequest = if body.iter().all(u8::is_ascii_whitespace) {

@@ -1,4 +1,36 @@
-//! HTTP routes. Each submodule owns one resource.
+//! HTTP routes. Each submodule owns one resource; [`IdParam`] parses numeric path ids.
 
 pub mod files;
 pub mod health;
+pub mod links;
+pub mod openapi;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+
+use crate::error::ApiError;
+
+/// A numeric `{id}` path segment; anything else is a JSON 400, not axum's plain-text rejection.
+#[derive(Debug, Clone, Copy)]
+pub struct IdParam(pub i64);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdParam {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let axum::extract::Path(raw) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|_| ApiError::BadRequest("missing id".into()))?;
+        raw.parse::<i64>()
+            .ok()
+            .filter(|id| *id > 0)
+            .map(IdParam)
+            .ok_or_else(|| ApiError::BadRequest("id must be a positive integer".into()))
+    }
+}
+
+/// The JSON 404 for routes that do not exist.
+pub async fn fallback() -> ApiError {
+    ApiError::NotFound("route")
+}

@@ -1,0 +1,207 @@
+//! Revocable share links.
+//!
+//! - `POST /v1/links` `{"file_id", "expires_in_seconds"?, "max_downloads"?}` → 201
+//!   `{"id", "url": "<PUBLIC_BASE_URL>/l/<token>", "expires_at", "max_downloads"}`. The token is
+//!   shown only here; the database keeps its SHA-256.
+//! - `GET /v1/links?file_id=` → `{"links": [...]}`; `DELETE /v1/links/{id}` → 204.
+//! - `GET /l/{token}` (no API token: the link token is the secret) → 302 to a presigned URL valid
+//!   for LINK_PRESIGN_TTL; 404 for an unknown token; 410 for a revoked, expired or used-up link,
+//!   or one whose file was deleted. A click is counted by one conditional UPDATE, so
+//!   `max_downloads` holds under concurrent clicks.
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use portail_core::catalog::{self, ShareLink};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::{self, Caller};
+use crate::error::ApiError;
+use crate::routes::files::{ensure_servable, presign, visible_file};
+use crate::routes::IdParam;
+use crate::AppState;
+
+/// The longest a share link may live: one year. Each click still gets a short-lived URL.
+pub const MAX_LINK_SECONDS: i64 = 365 * 86_400;
+
+/// Body of `POST /v1/links`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewLink {
+    /// The file to share.
+    pub file_id: i64,
+    /// Lifetime of the link, 1 s to 1 year. Default DEFAULT_LINK_TTL.
+    pub expires_in_seconds: Option<i64>,
+    /// How many clicks it serves, at least 1. Default: unlimited.
+    pub max_downloads: Option<i64>,
+}
+
+/// A link as created: the only time its URL (and so its token) is shown.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CreatedLink {
+    /// The link's id, for listing and revoking.
+    pub id: i64,
+    /// `<PUBLIC_BASE_URL>/l/<token>`.
+    pub url: String,
+    /// When it stops working.
+    pub expires_at: DateTime<Utc>,
+    /// Its download cap, if any.
+    pub max_downloads: Option<i32>,
+}
+
+/// `POST /v1/links`.
+pub async fn create_link(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Bytes,
+) -> Result<(StatusCode, Json<CreatedLink>), ApiError> {
+    let req: NewLink = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?;
+    let seconds = match req.expires_in_seconds {
+        None => state.settings.default_link_ttl.0.as_secs() as i64,
+        Some(s) if (1..=MAX_LINK_SECONDS).contains(&s) => s,
+        Some(_) => {
+            return Err(ApiError::BadRequest(format!(
+                "expires_in_seconds must be between 1 and {MAX_LINK_SECONDS}"
+            )))
+        }
+    };
+    let max_downloads = match req.max_downloads {
+        None => None,
+        Some(n) if (1..=i64::from(i32::MAX)).contains(&n) => Some(n as i32),
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "max_downloads must be at least 1".into(),
+            ))
+        }
+    };
+    let file = visible_file(&state, &caller, req.file_id).await?;
+    ensure_servable(&file)?;
+    let token = auth::generate_link_token();
+    let expires_at = Utc::now() + chrono::Duration::seconds(seconds);
+    let link = catalog::create_link(
+        &state.pool,
+        file.file.id,
+        &auth::token_hash(&token),
+        &caller.0.name,
+        expires_at,
+        max_downloads,
+    )
+    .await?;
+    let url = format!("{}/l/{token}", state.settings.public_base_url());
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedLink {
+            id: link.id,
+            url,
+            expires_at: link.expires_at,
+            max_downloads: link.max_downloads,
+        }),
+    ))
+}
+
+/// Query of `GET /v1/links`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkQuery {
+    /// The file whose links to list.
+    pub file_id: i64,
+}
+
+/// Answer of `GET /v1/links`.
+#[derive(Debug, Serialize)]
+pub struct LinkList {
+    /// The file's links, newest first (never their tokens).
+    pub links: Vec<ShareLink>,
+}
+
+/// `GET /v1/links?file_id=`.
+pub async fn list_links(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<LinkQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<LinkList>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let file = visible_file(&state, &caller, q.file_id).await?;
+    Ok(Json(LinkList {
+        links: catalog::links_of_file(&state.pool, file.file.id).await?,
+    }))
+}
+
+/// `DELETE /v1/links/{id}`: revokes the link (idempotent).
+pub async fn revoke_link(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdParam(id): IdParam,
+) -> Result<StatusCode, ApiError> {
+    let link = catalog::link_by_id(&state.pool, id)
+        .await?
+        .ok_or(ApiError::NotFound("link"))?;
+    // A link to a file outside the caller's scope does not exist for the caller.
+    visible_file(&state, &caller, link.file_id)
+        .await
+        .map_err(|_| ApiError::NotFound("link"))?;
+    catalog::revoke_link(&state.pool, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /l/{token}`: follows a share link.
+pub async fn follow_link(
+    State(state): State<AppState>,
+    axum::extract::Path(token): axum::extract::Path<String>,
+) -> Response {
+    let outcome = follow(&state, &token).await;
+    let label = match &outcome {
+        Ok(_) => "redirected",
+        Err(ApiError::NotFound(_)) => "not_found",
+        Err(ApiError::Conflict { .. }) => "gone",
+        Err(_) => "error",
+    };
+    state
+        .metrics
+        .link_redirects
+        .with_label_values(&[label])
+        .inc();
+    match outcome {
+        Ok(url) => (
+            StatusCode::FOUND,
+            [
+                (header::LOCATION, url),
+                (header::CACHE_CONTROL, "no-store".to_string()),
+            ],
+        )
+            .into_response(),
+        Err(ApiError::Conflict { message, .. }) => (
+            StatusCode::GONE,
+            Json(serde_json::json!({"error": "gone", "message": message})),
+        )
+            .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn follow(state: &AppState, token: &str) -> Result<String, ApiError> {
+    // Anything that is not a well-formed token cannot match: skip the database.
+    if !auth::is_link_token(token) {
+        return Err(ApiError::NotFound("link"));
+    }
+    let hash = auth::token_hash(token);
+    match catalog::click_link(&state.pool, &hash).await? {
+        Some(file) => Ok(
+            presign(state, &file, state.settings.link_presign_ttl.0, None)
+                .await?
+                .url,
+        ),
+        None => match catalog::link_by_hash(&state.pool, &hash).await? {
+            None => Err(ApiError::NotFound("link")),
+            Some(_) => Err(ApiError::Conflict {
+                code: "gone",
+                message: "this link was revoked, has expired, was used up, or its file was deleted"
+                    .into(),
+            }),
+        },
+    }
+}
