@@ -5,6 +5,8 @@
 
 use std::process::ExitCode;
 
+use std::sync::{Arc, OnceLock};
+
 use clap::{Parser, Subcommand};
 use portail_core::config::ConfigError;
 
@@ -37,16 +39,13 @@ pub enum Command {
     },
     /// Compare the catalog, the local tree and S3; print every drift; exit 1 on any.
     Verify,
+    /// Full pass, then live sync of every change (the default with no subcommand).
+    Watch,
 }
 
 /// Runs the CLI and returns the process exit code.
 pub async fn run(cli: Cli) -> ExitCode {
-    let Some(command) = cli.command else {
-        // Watch mode is the default once it lands; until then, say what exists.
-        use clap::CommandFactory;
-        let _ = Cli::command().print_help();
-        return ExitCode::from(EXIT_CONFIG);
-    };
+    let command = cli.command.unwrap_or(Command::Watch);
     let cfg = match AgentConfig::from_env() {
         Ok(cfg) => cfg,
         Err(e) => return config_error(&e),
@@ -62,6 +61,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     let result = match command {
         Command::Sync { dry_run } => sync(cfg, dry_run, echo_summary).await,
         Command::Verify => verify(cfg).await,
+        Command::Watch => watch(cfg).await,
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -80,15 +80,54 @@ pub async fn run(cli: Cli) -> ExitCode {
 }
 
 async fn connect(cfg: AgentConfig) -> anyhow::Result<Agent> {
+    connect_with(cfg, &prometheus::Registry::new()).await
+}
+
+async fn connect_with(cfg: AgentConfig, registry: &prometheus::Registry) -> anyhow::Result<Agent> {
     // Say so before touching the network.
     if !cfg.agent.sync_root.is_dir() {
         return Err(crate::scan::ScanError::RootMissing(cfg.agent.sync_root.clone()).into());
     }
-    let registry = prometheus::Registry::new();
-    portail_core::metrics::register_build_info(&registry, "portail-agent")?;
+    portail_core::metrics::register_build_info(registry, "portail-agent")?;
     let pool = portail_core::catalog::connect(&cfg.db).await?;
     let s3 = portail_core::s3::build_client(&cfg.s3).await;
-    Agent::start(cfg.agent, pool, s3, cfg.s3.aws_bucket_name, &registry).await
+    Agent::start(cfg.agent, pool, s3, cfg.s3.aws_bucket_name, registry).await
+}
+
+/// Watch mode: serves `/metrics`, `/healthz`, `/readyz` on METRICS_ADDR and syncs every change
+/// until SIGTERM or SIGINT, then exits 0.
+async fn watch(cfg: AgentConfig) -> anyhow::Result<u8> {
+    use anyhow::Context;
+    let addr = cfg.agent.metrics_addr.clone();
+    let registry = prometheus::Registry::new();
+    let agent = connect_with(cfg, &registry).await?;
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("METRICS_ADDR {addr} cannot be bound"))?;
+    tracing::info!(addr = %listener.local_addr()?, "health and metrics listening");
+    let health: Arc<OnceLock<crate::watch::WatchHandle>> = Arc::default();
+    let app = crate::health::router(agent.clone(), registry, health.clone());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let slot = health.clone();
+    crate::watch::run(&agent, shutdown_signal(), move |h| {
+        let _ = slot.set(h);
+    })
+    .await?;
+    server.abort();
+    Ok(EXIT_OK)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return tokio::signal::ctrl_c().await.unwrap_or(()),
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+    tracing::info!("signal received, stopping");
 }
 
 async fn verify(cfg: AgentConfig) -> anyhow::Result<u8> {

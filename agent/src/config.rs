@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use portail_core::config::{
-    ByteSize, ConfigError, DatabaseConfig, FromEnv, LogConfig, S3Config, ValueKind,
+    ByteSize, ConfigError, DatabaseConfig, FromEnv, HumanDuration, LogConfig, S3Config, ValueKind,
 };
 use serde::Deserialize;
 
@@ -82,6 +82,35 @@ pub struct AgentSettings {
     /// its row deleted and leaves the object in place.
     #[serde(default = "default_delete_mode")]
     pub delete_mode: DeleteMode,
+    /// SETTLE_TIME (watch mode): a file is synced once it has been unchanged this long, so a
+    /// half-written file is never recorded. Default `500ms`.
+    #[serde(default = "default_settle_time")]
+    pub settle_time: HumanDuration,
+    /// RESCAN_INTERVAL (watch mode): a full reconcile runs this often, to catch anything the
+    /// watcher missed. Default `10m`.
+    #[serde(default = "default_rescan_interval")]
+    pub rescan_interval: HumanDuration,
+    /// DELETE_GRACE (watch mode): a vanished file is deleted only if it is still absent after
+    /// this long, so atomic saves and moves never delete then re-upload. Default `30s`.
+    #[serde(default = "default_delete_grace")]
+    pub delete_grace: HumanDuration,
+    /// SHUTDOWN_TIMEOUT (watch mode): on SIGTERM/SIGINT, how long in-flight work may take
+    /// before the agent exits anyway. Default `30s`.
+    #[serde(default = "default_shutdown_timeout")]
+    pub shutdown_timeout: HumanDuration,
+}
+
+fn default_settle_time() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_millis(500))
+}
+fn default_rescan_interval() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(600))
+}
+fn default_delete_grace() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(30))
+}
+fn default_shutdown_timeout() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(30))
 }
 
 /// What happens to the object of a file that is gone.
@@ -119,6 +148,10 @@ impl FromEnv for AgentSettings {
         ("MULTIPART_THRESHOLD", ValueKind::Size),
         ("MULTIPART_PART_SIZE", ValueKind::Size),
         ("DELETE_MODE", ValueKind::OneOf(&["delete", "keep"])),
+        ("SETTLE_TIME", ValueKind::Duration),
+        ("RESCAN_INTERVAL", ValueKind::Duration),
+        ("DELETE_GRACE", ValueKind::Duration),
+        ("SHUTDOWN_TIMEOUT", ValueKind::Duration),
     ];
 }
 
@@ -138,6 +171,10 @@ impl AgentSettings {
             max_delete_percent: default_max_delete_percent(),
             allow_empty_root: false,
             delete_mode: DeleteMode::Delete,
+            settle_time: default_settle_time(),
+            rescan_interval: default_rescan_interval(),
+            delete_grace: default_delete_grace(),
+            shutdown_timeout: default_shutdown_timeout(),
         }
     }
 

@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod hash;
+pub mod health;
 pub mod metrics;
 pub mod plan;
 pub mod progress;
@@ -15,6 +16,7 @@ pub mod scan;
 pub mod sync;
 pub mod transfer;
 pub mod verify;
+pub mod watch;
 
 use anyhow::Context;
 use portail_core::catalog::NewAgent;

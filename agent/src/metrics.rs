@@ -42,6 +42,10 @@ pub struct AgentMetrics {
     pub last_success: IntGauge,
     /// Deletes refused by a guard, by guard.
     pub deletes_blocked: IntCounterVec,
+    /// Full reconciles in watch mode, by cause.
+    pub watch_rescans: IntCounterVec,
+    /// Age of the oldest unsynced change seen by watch mode.
+    pub sync_lag: prometheus::Gauge,
 }
 
 impl AgentMetrics {
@@ -111,6 +115,18 @@ impl AgentMetrics {
             last_success: gauge(
                 names::AGENT_LAST_SUCCESS,
                 "Unix time of the last pass that converged.",
+            )?,
+            watch_rescans: vec(
+                names::AGENT_WATCH_RESCANS,
+                "Full reconciles run by watch mode, by cause.",
+                &["cause"],
+            )?,
+            sync_lag: reg(
+                registry,
+                prometheus::Gauge::new(
+                    names::AGENT_SYNC_LAG,
+                    "Age in seconds of the oldest change seen but not yet synced.",
+                )?,
             )?,
             deletes_blocked: vec(
                 names::AGENT_DELETES_BLOCKED,

@@ -163,6 +163,20 @@ impl Excludes {
         })
     }
 
+    /// Whether a path is excluded itself or lies below an excluded directory (for paths that
+    /// come from file-system events rather than from a walk, which prunes excluded directories).
+    pub fn covers(&self, rel: &str, is_dir: bool) -> bool {
+        let mut end = 0;
+        while let Some(i) = rel[end..].find('/') {
+            end += i;
+            if self.is_excluded(&rel[..end], true) {
+                return true;
+            }
+            end += 1;
+        }
+        self.is_excluded(rel, is_dir)
+    }
+
     /// Whether a relative path (a file, or a directory when `is_dir`) is excluded.
     pub fn is_excluded(&self, rel: &str, is_dir: bool) -> bool {
         let name = rel.rsplit('/').next().unwrap_or(rel);
@@ -204,14 +218,37 @@ pub fn scan_with(
     root: &Path,
     prefix: &str,
     excludes: &Excludes,
-    mut on_file: impl FnMut(LocalFile) -> bool,
+    on_file: impl FnMut(LocalFile) -> bool,
 ) -> Result<ScanOutcome, ScanError> {
     match std::fs::metadata(root) {
         Ok(m) if m.is_dir() => {}
         _ => return Err(ScanError::RootMissing(root.to_path_buf())),
     }
+    Ok(walk(root, root, prefix, excludes, on_file))
+}
+
+/// Like [`scan_with`], but only below `sub` (a directory relative to the root). Paths stay
+/// relative to the root, so EXCLUDE patterns anchored at the root still apply. Watch mode uses
+/// it for a directory that appeared: files written before its watch existed are found too.
+pub fn scan_subtree(
+    root: &Path,
+    sub: &str,
+    prefix: &str,
+    excludes: &Excludes,
+    on_file: impl FnMut(LocalFile) -> bool,
+) -> ScanOutcome {
+    walk(root, &root.join(sub), prefix, excludes, on_file)
+}
+
+fn walk(
+    root: &Path,
+    start: &Path,
+    prefix: &str,
+    excludes: &Excludes,
+    mut on_file: impl FnMut(LocalFile) -> bool,
+) -> ScanOutcome {
     let mut out = ScanOutcome::default();
-    let mut walk = WalkDir::new(root)
+    let mut walk = WalkDir::new(start)
         .follow_links(false)
         .sort_by(byte_order)
         .into_iter();
@@ -292,7 +329,7 @@ pub fn scan_with(
             }),
         }
     }
-    Ok(out)
+    out
 }
 
 fn relative_bytes<'a>(root: &Path, path: &'a Path) -> &'a [u8] {
@@ -375,4 +412,69 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         dir
     }
+}
+
+/// What one path (from a file-system event) is now.
+#[derive(Debug)]
+pub enum PathState {
+    /// A regular file to sync.
+    File(LocalFile),
+    /// A directory: walk it with [`scan_subtree`].
+    Dir,
+    /// Nothing there any more.
+    Missing,
+    /// Something not to sync: a symlink, special file, excluded, or a bad name/key.
+    Skipped(Skipped),
+    /// It could not be inspected.
+    Failed(ScanFailure),
+}
+
+/// Classifies one relative path the way the walk would. Blocking (one `lstat`).
+pub fn inspect(root: &Path, rel: &str, prefix: &str, excludes: &Excludes) -> PathState {
+    let meta = match std::fs::symlink_metadata(root.join(rel)) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return PathState::Missing,
+        Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => return PathState::Missing,
+        Err(e) => {
+            return PathState::Failed(ScanFailure {
+                path: rel.to_string(),
+                error: e.to_string(),
+            })
+        }
+    };
+    let ft = meta.file_type();
+    let skipped = |reason| {
+        PathState::Skipped(Skipped {
+            path: rel.to_string(),
+            raw_hex: None,
+            reason,
+        })
+    };
+    if excludes.covers(rel, ft.is_dir()) {
+        return skipped(SkipReason::Excluded);
+    }
+    if ft.is_dir() {
+        return PathState::Dir;
+    }
+    if ft.is_symlink() {
+        return skipped(SkipReason::Symlink);
+    }
+    if !ft.is_file() {
+        return skipped(SkipReason::SpecialFile);
+    }
+    if prefix.len() + rel.len() > MAX_KEY_BYTES {
+        return skipped(SkipReason::KeyTooLong);
+    }
+    PathState::File(LocalFile {
+        key: format!("{prefix}{rel}"),
+        path: rel.to_string(),
+        meta: FileMeta::from_metadata(&meta),
+    })
+}
+
+/// The relative, '/'-separated UTF-8 path of an absolute one under the root, if it has one.
+pub fn relative_utf8(root: &Path, abs: &Path) -> Option<String> {
+    let rel = abs.strip_prefix(root).ok()?;
+    let s = rel.to_str()?;
+    (!s.is_empty()).then(|| s.to_string())
 }

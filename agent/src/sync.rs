@@ -446,7 +446,7 @@ impl<'a> RowCursor<'a> {
 
 /// Syncs a stream of work items with bounded concurrency, records each outcome and adds it to
 /// the report. Returns the renames done: vanished path -> new path.
-async fn process(
+pub(crate) async fn process(
     agent: &Agent,
     work: impl futures::Stream<Item = Work>,
     sources: &HashMap<(i64, String), FileRow>,
@@ -660,7 +660,7 @@ async fn sync_file(
 
 /// Deletes (or, with DELETE_MODE=keep, only marks) the rows whose file is gone, if the guards
 /// allow. Rename sources are handled here too: their content lives on under the new key.
-async fn delete_gone(
+pub(crate) async fn delete_gone(
     agent: &Agent,
     gone: Vec<FileRow>,
     renamed: &HashMap<String, String>,

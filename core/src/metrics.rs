@@ -42,6 +42,11 @@ pub mod names {
     pub const AGENT_LAST_FULL_SCAN: &str = "portail_agent_last_full_scan_timestamp_seconds";
     /// Gauge: Unix time of the last pass that converged with no error.
     pub const AGENT_LAST_SUCCESS: &str = "portail_agent_last_success_timestamp_seconds";
+    /// Counter by `cause` (`startup`, `interval`, `overflow`, `watch_error`, `forced`): full
+    /// reconciles run by watch mode.
+    pub const AGENT_WATCH_RESCANS: &str = "portail_agent_watch_rescans_total";
+    /// Gauge: age in seconds of the oldest change watch mode has seen but not yet synced.
+    pub const AGENT_SYNC_LAG: &str = "portail_agent_sync_lag_seconds";
     /// Counter by `guard`: passes whose deletes a safety guard refused.
     pub const AGENT_DELETES_BLOCKED: &str = "portail_agent_deletes_blocked_total";
 

@@ -566,3 +566,31 @@ pub async fn link_by_hash(pool: &PgPool, token_sha256: &str) -> sqlx::Result<Opt
         .fetch_optional(pool)
         .await
 }
+
+/// An agent's rows for these paths.
+pub async fn rows_by_paths(
+    pool: &PgPool,
+    agent_id: i64,
+    paths: &[String],
+) -> sqlx::Result<Vec<FileRow>> {
+    sqlx::query_as::<_, FileRow>("select * from files where agent_id = $1 and path = any($2)")
+        .bind(agent_id)
+        .bind(paths)
+        .fetch_all(pool)
+        .await
+}
+
+/// An agent's live (not `deleted`) rows below a directory (`dir` without a trailing '/').
+pub async fn live_rows_under(
+    pool: &PgPool,
+    agent_id: i64,
+    dir: &str,
+) -> sqlx::Result<Vec<FileRow>> {
+    sqlx::query_as::<_, FileRow>(
+        "select * from files where agent_id = $1 and status <> 'deleted' and starts_with(path, $2)",
+    )
+    .bind(agent_id)
+    .bind(format!("{dir}/"))
+    .fetch_all(pool)
+    .await
+}

@@ -1,0 +1,404 @@
+//! Watch mode end to end: the real inotify watcher, real PostgreSQL, in-process s3s-fs.
+//! Timing targets belong to the benchmark harness: these tests poll with generous deadlines.
+#![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
+
+use std::future::Future;
+use std::time::Duration;
+
+use portail_agent::watch::{self, RescanCause, WatchHandle};
+use portail_agent::{Agent, AgentSettings};
+use portail_core::catalog::{self, FileStatus};
+use portail_core::config::HumanDuration;
+use portail_tests::{md5_hex, TestEnv};
+
+/// Polls `check` every 50 ms until it returns true, or fails after `secs` seconds.
+async fn eventually<F, Fut>(secs: u64, what: &str, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out after {secs}s waiting for: {what}");
+}
+
+fn fast(mut s: AgentSettings) -> AgentSettings {
+    s.settle_time = HumanDuration(Duration::from_millis(200));
+    s.delete_grace = HumanDuration(Duration::from_millis(800));
+    s.rescan_interval = HumanDuration(Duration::from_secs(3600));
+    s.max_delete_percent = 100;
+    s
+}
+
+struct Watching {
+    agent: Agent,
+    handle: WatchHandle,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Watching {
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
+async fn start(env: &TestEnv, settings: AgentSettings) -> Watching {
+    let agent = env.agent(settings).await;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (h_tx, h_rx) = tokio::sync::oneshot::channel();
+    let a = agent.clone();
+    let task = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stop_rx.await;
+        };
+        watch::run(&a, shutdown, move |h| {
+            let _ = h_tx.send(h);
+        })
+        .await
+        .unwrap();
+    });
+    let handle = h_rx.await.unwrap();
+    Watching {
+        agent,
+        handle,
+        stop: Some(stop_tx),
+        task,
+    }
+}
+
+/// Whether S3 holds exactly `bytes` at `key` and the row is synced with that MD5.
+async fn mirrored(env: &TestEnv, agent_id: i64, path: &str, bytes: &[u8]) -> bool {
+    let rows = catalog::rows_by_paths(&env.db.pool, agent_id, &[path.to_string()])
+        .await
+        .unwrap();
+    let Some(row) = rows.first() else {
+        return false;
+    };
+    if row.status != FileStatus::Synced || row.md5.as_deref() != Some(md5_hex(bytes).as_str()) {
+        return false;
+    }
+    env.object(&row.s3_key)
+        .await
+        .is_some_and(|(b, _)| b == bytes)
+}
+
+async fn status(env: &TestEnv, agent_id: i64, path: &str) -> Option<FileStatus> {
+    catalog::rows_by_paths(&env.db.pool, agent_id, &[path.to_string()])
+        .await
+        .unwrap()
+        .first()
+        .map(|r| r.status)
+}
+
+#[tokio::test]
+async fn create_modify_move_and_delete_reach_s3_and_the_catalog() {
+    let env = TestEnv::new().await;
+    env.write("before.txt", b"there at start");
+    let w = start(&env, fast(env.settings())).await;
+    let id = w.agent.id;
+    eventually(20, "initial pass", || {
+        mirrored(&env, id, "before.txt", b"there at start")
+    })
+    .await;
+
+    env.write("new.txt", b"created");
+    eventually(20, "create", || mirrored(&env, id, "new.txt", b"created")).await;
+    env.write("new.txt", b"modified, longer");
+    eventually(20, "modify", || {
+        mirrored(&env, id, "new.txt", b"modified, longer")
+    })
+    .await;
+
+    std::fs::create_dir_all(env.root.path().join("moved")).unwrap();
+    std::fs::rename(
+        env.root.path().join("before.txt"),
+        env.root.path().join("moved/after.txt"),
+    )
+    .unwrap();
+    eventually(20, "move target", || {
+        mirrored(&env, id, "moved/after.txt", b"there at start")
+    })
+    .await;
+    eventually(20, "move source deleted", || async {
+        status(&env, id, "before.txt").await == Some(FileStatus::Deleted)
+    })
+    .await;
+    assert!(env.object("before.txt").await.is_none());
+    let moved = catalog::rows_by_paths(&env.db.pool, id, &["moved/after.txt".into()])
+        .await
+        .unwrap();
+    let kinds: Vec<String> = catalog::events_of_file(&env.db.pool, moved[0].id, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        vec!["renamed"],
+        "a move is a server-side copy, not a re-upload"
+    );
+
+    std::fs::remove_file(env.root.path().join("new.txt")).unwrap();
+    eventually(20, "delete", || async {
+        status(&env, id, "new.txt").await == Some(FileStatus::Deleted)
+    })
+    .await;
+    assert!(env.object("new.txt").await.is_none());
+    // A deleted file that comes back is uploaded again.
+    env.write("new.txt", b"back");
+    eventually(20, "re-create", || mirrored(&env, id, "new.txt", b"back")).await;
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn deep_new_directories_and_a_burst_of_2000_files_are_picked_up() {
+    let env = TestEnv::new().await;
+    let w = start(&env, fast(env.settings())).await;
+    let id = w.agent.id;
+    // mkdir -p, then files straight away: some land before the new watches exist.
+    let deep = "a/b/c/d/e/f/g/h";
+    std::fs::create_dir_all(env.root.path().join(deep)).unwrap();
+    for i in 0..5 {
+        env.write(&format!("{deep}/f{i}.txt"), format!("deep {i}").as_bytes());
+    }
+    for i in 0..2000 {
+        env.write(
+            &format!("burst/{:02}/file{i:04}.txt", i % 20),
+            format!("burst {i}").as_bytes(),
+        );
+    }
+    eventually(20, "deep files", || async {
+        let mut all = true;
+        for i in 0..5 {
+            all &= mirrored(
+                &env,
+                id,
+                &format!("{deep}/f{i}.txt"),
+                format!("deep {i}").as_bytes(),
+            )
+            .await;
+        }
+        all
+    })
+    .await;
+    eventually(180, "2000 burst files synced", || async {
+        catalog::agent_totals(&env.db.pool, id)
+            .await
+            .unwrap()
+            .synced_files
+            == 2005
+    })
+    .await;
+    assert_eq!(env.keys().await.len(), 2005);
+    assert!(mirrored(&env, id, "burst/07/file1007.txt", b"burst 1007").await);
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn an_atomic_save_updates_in_place_and_never_deletes() {
+    let env = TestEnv::new().await;
+    env.write("doc.txt", b"version 1");
+    let w = start(&env, fast(env.settings())).await;
+    let id = w.agent.id;
+    eventually(20, "initial", || {
+        mirrored(&env, id, "doc.txt", b"version 1")
+    })
+    .await;
+    // What editors do: write a temp file, then rename it over the target.
+    env.write("doc.txt.tmp", b"version 2, saved atomically");
+    std::fs::rename(
+        env.root.path().join("doc.txt.tmp"),
+        env.root.path().join("doc.txt"),
+    )
+    .unwrap();
+    eventually(20, "saved", || {
+        mirrored(&env, id, "doc.txt", b"version 2, saved atomically")
+    })
+    .await;
+    // Let any (wrong) delete grace expire before judging.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let row = &catalog::rows_by_paths(&env.db.pool, id, &["doc.txt".into()])
+        .await
+        .unwrap()[0];
+    let kinds: Vec<String> = catalog::events_of_file(&env.db.pool, row.id, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert!(!kinds.contains(&"deleted".to_string()), "{kinds:?}");
+    assert_eq!(row.status, FileStatus::Synced);
+    assert_eq!(
+        env.keys().await,
+        vec!["doc.txt"],
+        "the temp file never reaches S3"
+    );
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn a_forced_rescan_catches_what_the_watcher_cannot_see() {
+    let env = TestEnv::new().await;
+    env.write("a.txt", b"content");
+    let w = start(&env, fast(env.settings())).await;
+    let id = w.agent.id;
+    eventually(20, "initial", || mirrored(&env, id, "a.txt", b"content")).await;
+    // Drift no file-system event can report (as if events were lost to a queue overflow):
+    // the catalog no longer vouches for the object. Only a full reconcile repairs it.
+    sqlx::query("update files set status = 'error', last_error = 'simulated' where path = 'a.txt'")
+        .execute(&env.db.pool)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        status(&env, id, "a.txt").await,
+        Some(FileStatus::Error),
+        "nothing repairs it without a rescan"
+    );
+    w.handle.rescan(RescanCause::Overflow);
+    eventually(20, "the full reconcile repairs it", || {
+        mirrored(&env, id, "a.txt", b"content")
+    })
+    .await;
+    assert_eq!(
+        w.agent
+            .metrics
+            .watch_rescans
+            .with_label_values(&["overflow"])
+            .get(),
+        1
+    );
+    assert_eq!(
+        w.agent
+            .metrics
+            .watch_rescans
+            .with_label_values(&["startup"])
+            .get(),
+        1
+    );
+    w.stop().await;
+}
+
+/// A free loopback port for a child's METRICS_ADDR.
+fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn sigterm_exits_cleanly_and_health_answers() {
+    let env = TestEnv::new().await;
+    env.write("a.txt", b"a");
+    let addr = free_addr();
+    let mut child = env
+        .agent_process("term", &["watch"], false)
+        .env("METRICS_ADDR", &addr)
+        .env("SETTLE_TIME", "100ms")
+        .spawn()
+        .unwrap();
+    let http = portail_tests::http_client();
+    eventually(30, "readyz 200", || async {
+        http.get(format!("http://{addr}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    let metrics = http
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("portail_agent_watch_rescans_total{cause=\"startup\"} 1"),
+        "{metrics}"
+    );
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn sigkill_in_the_middle_of_a_burst_then_restart_converges() {
+    let env = TestEnv::new().await;
+    let spawn = || {
+        env.agent_process("killed", &["watch"], false)
+            .env("METRICS_ADDR", free_addr())
+            .env("SETTLE_TIME", "100ms")
+            .env("MULTIPART_THRESHOLD", "5MiB")
+            .env("MULTIPART_PART_SIZE", "5MiB")
+            .spawn()
+            .unwrap()
+    };
+    let mut child = spawn();
+    // A burst with a few multipart files, so the kill can land mid-upload.
+    for i in 0..400 {
+        env.write(
+            &format!("burst/f{i:03}.txt"),
+            format!("file {i}").as_bytes(),
+        );
+        if i % 100 == 0 {
+            env.write(&format!("burst/big{i:03}.bin"), &vec![i as u8; 11 << 20]);
+        }
+    }
+    let pool = env.db.pool.clone();
+    eventually(60, "some files synced", || async {
+        let n: i64 = sqlx::query_scalar("select count(*) from files where status = 'synced'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        n >= 20
+    })
+    .await;
+    child.kill().await.unwrap();
+    let _ = child.wait().await;
+
+    let mut restarted = spawn();
+    eventually(120, "all 404 files synced after restart", || async {
+        let n: i64 = sqlx::query_scalar("select count(*) from files where status = 'synced'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        n == 404
+    })
+    .await;
+    restarted.kill().await.unwrap();
+    let _ = restarted.wait().await;
+    // No row claims content S3 lacks, no object is missing, no multipart upload is left.
+    let mut s = env.settings();
+    s.agent_id = Some("killed".into());
+    let agent = env.agent(s).await;
+    let report = portail_agent::verify::verify(&agent).await.unwrap();
+    assert_eq!(report.drift, vec![], "after restart everything verifies");
+    assert!(catalog::open_multiparts(&env.db.pool, agent.id)
+        .await
+        .unwrap()
+        .is_empty());
+    let dupes: i64 = sqlx::query_scalar("select count(*) from (select path from files group by agent_id, path having count(*) > 1) d")
+        .fetch_one(&env.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(dupes, 0);
+}
