@@ -209,11 +209,17 @@ fn start_watcher(
                 Signal::Rescan(RescanCause::Overflow)
             }
             Ok(ev) => Signal::Paths(ev.paths),
+            // Out of watches: say it once, with the fix, and rescan once. Every new directory
+            // repeats this error; answering each with a full reconcile would be a spin.
+            Err(e) if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) => {
+                if !cb_health.watcher_alive.swap(false, Ordering::Relaxed) {
+                    return;
+                }
+                report_watch_error(&e);
+                Signal::Rescan(RescanCause::WatchError)
+            }
             Err(e) => {
                 report_watch_error(&e);
-                if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) {
-                    cb_health.watcher_alive.store(false, Ordering::Relaxed);
-                }
                 Signal::Rescan(RescanCause::WatchError)
             }
         };
@@ -358,7 +364,9 @@ impl State {
                 Tick::Batch { paths, deletes } => {
                     let kept = (paths.clone(), deletes.clone());
                     match self.batch(agent, paths, deletes, grace).await {
-                        Ok(()) => self.backoff = Duration::ZERO,
+                        // Failed files were requeued with the grown backoff; keep it.
+                        Ok(had_failures) if had_failures => {}
+                        Ok(_) => self.backoff = Duration::ZERO,
                         Err(e) => {
                             tracing::error!(error = %format!("{e:#}"), "watch batch failed; will retry");
                             self.failed(kept.0, kept.1);
@@ -369,14 +377,15 @@ impl State {
         }
     }
 
-    /// Syncs settled paths and deletes the vanished ones whose grace is over.
+    /// Syncs settled paths and deletes the vanished ones whose grace is over. Returns whether
+    /// some files failed (they are requeued after the backoff).
     async fn batch(
         &mut self,
         agent: &Agent,
         paths: Vec<(String, Due)>,
         deletes: Vec<(String, Due)>,
         grace: Duration,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<bool> {
         let root = agent.settings.sync_root.clone();
         let prefix = agent.prefix.clone();
         let excludes = agent.excludes.clone();
@@ -474,12 +483,14 @@ impl State {
                     failed
                         .into_iter()
                         .map(|p| {
+                            // Keep the first-seen time, so the sync lag keeps growing.
+                            let first = since.get(p.as_str()).copied();
                             (
                                 p,
                                 Due {
                                     at: now,
-                                    since: now,
-                                    attempts: 0,
+                                    since: first.map_or(now, |d| d.since),
+                                    attempts: first.map_or(0, |d| d.attempts),
                                 },
                             )
                         })
@@ -531,6 +542,6 @@ impl State {
         } else {
             tracing::debug!("{}", report.summary());
         }
-        Ok(())
+        Ok(!report.failed.is_empty())
     }
 }

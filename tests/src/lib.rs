@@ -144,9 +144,12 @@ pub fn server_url() -> String {
 
 /// Creates `portail_test_<random>` on the DATABASE_URL server and migrates it.
 pub async fn fresh_db() -> TestDb {
-    let server: PgConnectOptions = server_url()
-        .parse()
-        .expect("DATABASE_URL is not a postgres URL");
+    fresh_db_on(&server_url()).await
+}
+
+/// Creates `portail_test_<random>` on the given server and migrates it.
+pub async fn fresh_db_on(server_url: &str) -> TestDb {
+    let server: PgConnectOptions = server_url.parse().expect("not a postgres URL");
     let name = format!("portail_test_{:016x}", rand::thread_rng().gen::<u64>());
     let mut admin = server
         .clone()
@@ -163,6 +166,7 @@ pub async fn fresh_db() -> TestDb {
     let url = opts.to_url_lossy().to_string();
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(8)
+        .acquire_timeout(std::time::Duration::from_secs(3))
         .connect_with(opts)
         .await
         .expect("connect to test database");
@@ -432,5 +436,162 @@ impl TestEnv {
             .env("LOG_LEVEL", "warn")
             .kill_on_drop(true);
         cmd
+    }
+}
+
+/// A PostgreSQL cluster owned by one test, for cases that stop and restart the server.
+/// Built like `scripts/lib.sh` does: `initdb` as the `postgres` user when we are root.
+#[derive(Debug)]
+pub struct PgCluster {
+    dir: tempfile::TempDir,
+    /// The loopback port it listens on.
+    pub port: u16,
+    bin: PathBuf,
+}
+
+fn pg_bindir() -> PathBuf {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL is installed (scripts/test installs it)")
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|p| p.join("initdb").exists())
+        .collect();
+    dirs.sort();
+    dirs.pop()
+        .expect("an initdb under /usr/lib/postgresql/*/bin")
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+}
+
+fn as_pg(bin: &Path, args: &[&str]) -> std::process::Output {
+    let mut cmd = if is_root() {
+        let mut c = std::process::Command::new("/usr/sbin/runuser");
+        c.args(["-u", "postgres", "--"]).arg(bin);
+        c
+    } else {
+        std::process::Command::new(bin)
+    };
+    cmd.args(args)
+        .current_dir("/")
+        .output()
+        .expect("run a PostgreSQL tool")
+}
+
+impl PgCluster {
+    /// Creates and starts a cluster on a free port.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).expect("data dir");
+        if is_root() {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+                .expect("chmod");
+            let out = std::process::Command::new("chown")
+                .args(["postgres:"])
+                .arg(&data)
+                .output()
+                .expect("chown");
+            assert!(
+                out.status.success(),
+                "chown: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let bin = pg_bindir();
+        let data_s = data.to_str().expect("utf-8 path");
+        let out = as_pg(
+            &bin.join("initdb"),
+            &["-D", data_s, "--auth=trust", "--no-sync", "-U", "postgres"],
+        );
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("port")
+            .port();
+        let c = PgCluster { dir, port, bin };
+        c.resume();
+        c
+    }
+
+    fn data(&self) -> String {
+        self.dir
+            .path()
+            .join("data")
+            .to_str()
+            .expect("utf-8 path")
+            .to_string()
+    }
+
+    /// Starts the (stopped) server again on the same port.
+    pub fn resume(&self) {
+        let data = self.data();
+        let opts = format!(
+            "-p {} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port
+        );
+        let log = format!("{data}/server.log");
+        let out = as_pg(
+            &self.bin.join("pg_ctl"),
+            &[
+                "-D", &data, "-w", "-t", "30", "-l", &log, "-o", &opts, "start",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Stops the server (fast shutdown: connections are cut).
+    pub fn stop(&self) {
+        let out = as_pg(
+            &self.bin.join("pg_ctl"),
+            &["-D", &self.data(), "-m", "fast", "-w", "stop"],
+        );
+        assert!(
+            out.status.success(),
+            "pg_ctl stop: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The server URL (database `postgres`).
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let _ = as_pg(
+            &self.bin.join("pg_ctl"),
+            &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
+        );
+    }
+}
+
+impl TestEnv {
+    /// A world whose catalog lives on the given server (for outage tests).
+    pub async fn on_server(server_url: &str) -> Self {
+        let (db, s3) = tokio::join!(fresh_db_on(server_url), spawn_s3());
+        let bucket = "portail-test".to_string();
+        s3.create_bucket(&bucket).await;
+        let root = tempfile::tempdir().expect("root");
+        TestEnv {
+            db,
+            s3,
+            bucket,
+            root,
+        }
     }
 }

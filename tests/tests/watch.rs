@@ -402,3 +402,38 @@ async fn sigkill_in_the_middle_of_a_burst_then_restart_converges() {
         .unwrap();
     assert_eq!(dupes, 0);
 }
+
+#[tokio::test]
+async fn a_database_outage_is_survived_and_caught_up() {
+    let cluster = portail_tests::PgCluster::start();
+    let env = TestEnv::on_server(&cluster.url()).await;
+    env.write("a.txt", b"before the outage");
+    let w = start(&env, fast(env.settings())).await;
+    let id = w.agent.id;
+    eventually(20, "initial", || {
+        mirrored(&env, id, "a.txt", b"before the outage")
+    })
+    .await;
+
+    cluster.stop();
+    env.write("b.txt", b"written while the database is down");
+    env.write("a.txt", b"changed while the database is down");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !w.task.is_finished(),
+        "the agent keeps running through the outage"
+    );
+    cluster.resume();
+
+    eventually(90, "caught up after the outage", || async {
+        mirrored(&env, id, "b.txt", b"written while the database is down").await
+            && mirrored(&env, id, "a.txt", b"changed while the database is down").await
+    })
+    .await;
+    let rows: i64 = sqlx::query_scalar("select count(*) from files")
+        .fetch_one(&env.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 2, "no lost or duplicated rows");
+    w.stop().await;
+}
