@@ -190,9 +190,14 @@ pub struct TestEnv {
 }
 
 impl TestEnv {
-    /// A new world with bucket `portail-test`.
+    /// A new world with bucket `portail-test`, its catalog on the DATABASE_URL server.
     pub async fn new() -> Self {
-        let (db, s3) = tokio::join!(fresh_db(), spawn_s3());
+        Self::on_server(&server_url()).await
+    }
+
+    /// A world whose catalog lives on the given server (outage tests own theirs).
+    pub async fn on_server(server_url: &str) -> Self {
+        let (db, s3) = tokio::join!(fresh_db_on(server_url), spawn_s3());
         let bucket = "portail-test".to_string();
         s3.create_bucket(&bucket).await;
         let root = tempfile::tempdir().expect("root");
@@ -577,21 +582,5 @@ impl Drop for PgCluster {
             &self.bin.join("pg_ctl"),
             &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
         );
-    }
-}
-
-impl TestEnv {
-    /// A world whose catalog lives on the given server (for outage tests).
-    pub async fn on_server(server_url: &str) -> Self {
-        let (db, s3) = tokio::join!(fresh_db_on(server_url), spawn_s3());
-        let bucket = "portail-test".to_string();
-        s3.create_bucket(&bucket).await;
-        let root = tempfile::tempdir().expect("root");
-        TestEnv {
-            db,
-            s3,
-            bucket,
-            root,
-        }
     }
 }
