@@ -109,25 +109,12 @@ async fn watch(cfg: AgentConfig) -> anyhow::Result<u8> {
     let app = crate::health::router(agent.clone(), registry, health.clone());
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     let slot = health.clone();
-    crate::watch::run(&agent, shutdown_signal(), move |h| {
+    crate::watch::run(&agent, portail_core::signal::shutdown(), move |h| {
         let _ = slot.set(h);
     })
     .await?;
     server.abort();
     Ok(EXIT_OK)
-}
-
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return tokio::signal::ctrl_c().await.unwrap_or(()),
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term.recv() => {},
-    }
-    tracing::info!("signal received, stopping");
 }
 
 async fn verify(cfg: AgentConfig) -> anyhow::Result<u8> {
