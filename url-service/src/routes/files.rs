@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::routes::IdParam;
+use crate::routes::{parse_json, IdParam};
 use crate::AppState;
 
 /// SigV4 allows presigned URLs to live at most 7 days.
@@ -90,7 +90,7 @@ pub async fn list_files(
     caller: Caller,
     params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<FilePage>, ApiError> {
-    let Query(p) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let Query(p) = params?;
     let limit = p.limit.unwrap_or(100);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(ApiError::BadRequest(format!(
@@ -248,8 +248,7 @@ pub async fn create_url(
     let req: UrlRequest = if body.iter().all(u8::is_ascii_whitespace) {
         UrlRequest::default()
     } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?
+        parse_json(&body)?
     };
     let seconds = match req.expires_in_seconds {
         None => state.settings.default_url_ttl.0.as_secs(),

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::auth::{self, Caller};
 use crate::error::ApiError;
 use crate::routes::files::{ensure_servable, presign, visible_file};
-use crate::routes::IdParam;
+use crate::routes::{parse_json, IdParam};
 use crate::AppState;
 
 /// The longest a share link may live: one year. Each click still gets a short-lived URL.
@@ -58,8 +58,7 @@ pub async fn create_link(
     caller: Caller,
     body: Bytes,
 ) -> Result<(StatusCode, Json<CreatedLink>), ApiError> {
-    let req: NewLink = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?;
+    let req: NewLink = parse_json(&body)?;
     let seconds = match req.expires_in_seconds {
         None => state.settings.default_link_ttl.0.as_secs() as i64,
         Some(s) if (1..=MAX_LINK_SECONDS).contains(&s) => s,
@@ -124,7 +123,7 @@ pub async fn list_links(
     caller: Caller,
     query: Result<Query<LinkQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<LinkList>, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let Query(q) = query?;
     let file = visible_file(&state, &caller, q.file_id).await?;
     Ok(Json(LinkList {
         links: catalog::links_of_file(&state.pool, file.file.id).await?,

@@ -30,6 +30,12 @@ impl<S: Send + Sync> FromRequestParts<S> for IdParam {
     }
 }
 
+/// Parses a JSON request body; malformed JSON, wrong types and unknown fields are a 400.
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+}
+
 /// The JSON 404 for routes that do not exist.
 pub async fn fallback() -> ApiError {
     ApiError::NotFound("route")
