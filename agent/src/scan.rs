@@ -10,7 +10,7 @@
 
 use std::cmp::Ordering;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
@@ -188,6 +188,23 @@ impl Excludes {
     }
 }
 
+/// Why a non-directory entry is not synced, if it is not: the one rule shared by the walk and
+/// by watch mode's per-path [`inspect`]. `utf8` says whether the relative path decoded.
+fn skip_reason(ft: std::fs::FileType, utf8: bool, prefix: &str, rel: &str) -> Option<SkipReason> {
+    if ft.is_symlink() {
+        Some(SkipReason::Symlink)
+    } else if !ft.is_file() {
+        // FIFOs, sockets, block and character devices: never opened.
+        Some(SkipReason::SpecialFile)
+    } else if !utf8 {
+        Some(SkipReason::NonUtf8Name)
+    } else if prefix.len() + rel.len() > MAX_KEY_BYTES {
+        Some(SkipReason::KeyTooLong)
+    } else {
+        None
+    }
+}
+
 /// Sorts siblings so that the walk yields full paths in bytewise order: a directory sorts as
 /// if its name ended with '/', which is where its children fall among its siblings.
 fn byte_order(a: &DirEntry, b: &DirEntry) -> Ordering {
@@ -291,18 +308,7 @@ fn walk(
             });
             continue;
         }
-        let reason = if ft.is_symlink() {
-            Some(SkipReason::Symlink)
-        } else if ft.is_fifo() || ft.is_socket() || ft.is_block_device() || ft.is_char_device() {
-            Some(SkipReason::SpecialFile)
-        } else if !utf8 {
-            Some(SkipReason::NonUtf8Name)
-        } else if prefix.len() + rel.len() > MAX_KEY_BYTES {
-            Some(SkipReason::KeyTooLong)
-        } else {
-            None
-        };
-        if let Some(reason) = reason {
+        if let Some(reason) = skip_reason(ft, utf8, prefix, &rel) {
             let raw_hex = (!utf8).then(|| hex::encode(relative_bytes(root, entry.path())));
             out.skipped.push(Skipped {
                 path: rel,
@@ -456,14 +462,8 @@ pub fn inspect(root: &Path, rel: &str, prefix: &str, excludes: &Excludes) -> Pat
     if ft.is_dir() {
         return PathState::Dir;
     }
-    if ft.is_symlink() {
-        return skipped(SkipReason::Symlink);
-    }
-    if !ft.is_file() {
-        return skipped(SkipReason::SpecialFile);
-    }
-    if prefix.len() + rel.len() > MAX_KEY_BYTES {
-        return skipped(SkipReason::KeyTooLong);
+    if let Some(reason) = skip_reason(ft, true, prefix, rel) {
+        return skipped(reason);
     }
     PathState::File(LocalFile {
         key: format!("{prefix}{rel}"),
