@@ -159,11 +159,10 @@ pub async fn run(
             },
             _ = interval.tick() => { state.full_due.get_or_insert((Instant::now(), RescanCause::Interval)); }
             _ = ticker.tick() => {
-                let work = state.next_work(Instant::now());
-                if work.is_empty() {
+                let Some(work) = state.next_work(Instant::now()) else {
                     agent.metrics.sync_lag.set(state.lag_seconds());
                     continue;
-                }
+                };
                 let stop = {
                     let mut fut = std::pin::pin!(state.run_work(agent, work, grace));
                     tokio::select! {
@@ -275,13 +274,13 @@ struct State {
 }
 
 impl State {
-    fn next_work(&mut self, now: Instant) -> Vec<Tick> {
-        let mut out = Vec::new();
+    /// The work due now: a full reconcile (which covers everything else), or the batch of
+    /// settled paths and expired delete graces.
+    fn next_work(&mut self, now: Instant) -> Option<Tick> {
         if let Some((at, cause)) = self.full_due {
             if at <= now {
                 self.full_due = None;
-                out.push(Tick::Full(cause));
-                return out;
+                return Some(Tick::Full(cause));
             }
         }
         let take = |map: &mut HashMap<String, Due>| {
@@ -297,10 +296,7 @@ impl State {
         };
         let paths = take(&mut self.pending);
         let deletes = take(&mut self.vanished);
-        if !paths.is_empty() || !deletes.is_empty() {
-            out.push(Tick::Batch { paths, deletes });
-        }
-        out
+        (!paths.is_empty() || !deletes.is_empty()).then_some(Tick::Batch { paths, deletes })
     }
 
     fn lag_seconds(&self) -> f64 {
@@ -331,46 +327,44 @@ impl State {
         }
     }
 
-    async fn run_work(&mut self, agent: &Agent, work: Vec<Tick>, grace: Duration) {
-        for t in work {
-            match t {
-                Tick::Full(cause) => {
-                    agent
-                        .metrics
-                        .watch_rescans
-                        .with_label_values(&[cause.label()])
-                        .inc();
-                    let opts = SyncOptions::default();
-                    match sync::sync_once(agent, &opts).await {
-                        Ok(report) => {
-                            self.backoff = Duration::ZERO;
-                            tracing::info!(
-                                cause = cause.label(),
-                                converged = report.converged(),
-                                "{}",
-                                report.summary()
-                            );
-                            // The full pass handled every deletion and every pending path.
-                            self.vanished.clear();
-                        }
-                        Err(e) => {
-                            self.backoff = (self.backoff * 2)
-                                .clamp(Duration::from_millis(500), Duration::from_secs(60));
-                            tracing::error!(error = %format!("{e:#}"), retry_in = ?self.backoff, "full reconcile failed");
-                            self.full_due = Some((Instant::now() + self.backoff, cause));
-                        }
+    async fn run_work(&mut self, agent: &Agent, work: Tick, grace: Duration) {
+        match work {
+            Tick::Full(cause) => {
+                agent
+                    .metrics
+                    .watch_rescans
+                    .with_label_values(&[cause.label()])
+                    .inc();
+                let opts = SyncOptions::default();
+                match sync::sync_once(agent, &opts).await {
+                    Ok(report) => {
+                        self.backoff = Duration::ZERO;
+                        tracing::info!(
+                            cause = cause.label(),
+                            converged = report.converged(),
+                            "{}",
+                            report.summary()
+                        );
+                        // The full pass handled every deletion and every pending path.
+                        self.vanished.clear();
+                    }
+                    Err(e) => {
+                        self.backoff = (self.backoff * 2)
+                            .clamp(Duration::from_millis(500), Duration::from_secs(60));
+                        tracing::error!(error = %format!("{e:#}"), retry_in = ?self.backoff, "full reconcile failed");
+                        self.full_due = Some((Instant::now() + self.backoff, cause));
                     }
                 }
-                Tick::Batch { paths, deletes } => {
-                    let kept = (paths.clone(), deletes.clone());
-                    match self.batch(agent, paths, deletes, grace).await {
-                        // Failed files were requeued with the grown backoff; keep it.
-                        Ok(had_failures) if had_failures => {}
-                        Ok(_) => self.backoff = Duration::ZERO,
-                        Err(e) => {
-                            tracing::error!(error = %format!("{e:#}"), "watch batch failed; will retry");
-                            self.failed(kept.0, kept.1);
-                        }
+            }
+            Tick::Batch { paths, deletes } => {
+                let kept = (paths.clone(), deletes.clone());
+                match self.batch(agent, paths, deletes, grace).await {
+                    // Failed files were requeued with the grown backoff; keep it.
+                    Ok(had_failures) if had_failures => {}
+                    Ok(_) => self.backoff = Duration::ZERO,
+                    Err(e) => {
+                        tracing::error!(error = %format!("{e:#}"), "watch batch failed; will retry");
+                        self.failed(kept.0, kept.1);
                     }
                 }
             }
@@ -387,12 +381,10 @@ impl State {
         grace: Duration,
     ) -> anyhow::Result<bool> {
         let root = agent.settings.sync_root.clone();
-        let prefix = agent.prefix.clone();
-        let excludes = agent.excludes.clone();
-        let rels: Vec<(String, Due)> = paths;
         let inspected = {
-            let rels: Vec<String> = rels.iter().map(|(p, _)| p.clone()).collect();
-            let (root, prefix, excludes) = (root.clone(), prefix.clone(), excludes.clone());
+            let rels: Vec<String> = paths.iter().map(|(p, _)| p.clone()).collect();
+            let (root, prefix, excludes) =
+                (root.clone(), agent.prefix.clone(), agent.excludes.clone());
             tokio::task::spawn_blocking(move || {
                 let mut files = Vec::new();
                 let mut missing = Vec::new();
@@ -424,7 +416,7 @@ impl State {
         // A directory walk and the file's own event can name the same path: one work item each.
         files.sort_by(|a, b| a.path.cmp(&b.path));
         files.dedup_by(|a, b| a.path == b.path);
-        let since: HashMap<&str, Due> = rels.iter().map(|(p, d)| (p.as_str(), *d)).collect();
+        let since: HashMap<&str, Due> = paths.iter().map(|(p, d)| (p.as_str(), *d)).collect();
         let now = Instant::now();
 
         // Vanished paths (and, for a vanished directory, every live row below it) wait out the grace.
