@@ -1,6 +1,7 @@
 # Shared by scripts/test, scripts/dev and scripts/bench. Source it; do not run it.
 #
-# ensure_deps      installs what a fresh Debian machine lacks (C compiler, PostgreSQL server).
+# ensure_deps      installs what a fresh Debian machine lacks (C compiler, PostgreSQL server,
+#                  promtool from the `prometheus` package).
 # pg_start DIR     starts a PostgreSQL cluster in DIR (created with initdb if empty) on a free
 #                  port, with its socket in DIR, and exports DATABASE_URL. As root, the server
 #                  runs as the `postgres` user (via runuser), as PostgreSQL requires.
@@ -19,6 +20,7 @@ ensure_deps() {
   command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
   pg_bindir >/dev/null || need+=(postgresql)
   command -v curl >/dev/null 2>&1 || need+=(curl)
+  command -v promtool >/dev/null 2>&1 || need+=(prometheus)
   if [ ${#need[@]} -gt 0 ]; then
     echo "installing: ${need[*]}" >&2
     local sudo=""

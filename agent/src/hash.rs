@@ -49,6 +49,15 @@ pub enum HashError {
 }
 
 impl HashError {
+    /// Every label [`HashError::kind`] returns.
+    pub const KINDS: [&'static str; 5] = [
+        "vanished",
+        "not_regular",
+        "changed",
+        "permission_denied",
+        "io",
+    ];
+
     /// The metric label.
     pub fn kind(&self) -> &'static str {
         match self {

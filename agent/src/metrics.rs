@@ -63,7 +63,7 @@ impl AgentMetrics {
         let vec = |name: &str, help: &str, labels: &[&str]| {
             reg(registry, IntCounterVec::new(Opts::new(name, help), labels)?)
         };
-        Ok(AgentMetrics {
+        let metrics = AgentMetrics {
             files_scanned: counter(names::AGENT_FILES_SCANNED, "Regular files seen by scans.")?,
             files_uploaded: counter(
                 names::AGENT_FILES_UPLOADED,
@@ -133,6 +133,38 @@ impl AgentMetrics {
                 "Passes whose deletes a guard refused, by guard.",
                 &["guard"],
             )?,
-        })
+        };
+        metrics.zero_known_labels();
+        Ok(metrics)
+    }
+
+    /// Exports a zero for every known label set, so dashboards and alerts see a series (and
+    /// `increase()` sees the first event) before anything happens.
+    fn zero_known_labels(&self) {
+        for g in crate::plan::Guard::ALL {
+            self.deletes_blocked.with_label_values(&[g.label()]);
+        }
+        for c in crate::watch::RescanCause::ALL {
+            self.watch_rescans.with_label_values(&[c.label()]);
+        }
+        for r in crate::scan::SkipReason::ALL {
+            self.files_skipped.with_label_values(&[r.label()]);
+        }
+        let errors = [
+            ("scan", "io"),
+            ("transfer", "changing"),
+            ("delete", "s3_error"),
+        ]
+        .into_iter()
+        .chain(crate::hash::HashError::KINDS.map(|k| ("hash", k)))
+        .chain(crate::transfer::TransferError::KINDS.map(|k| ("transfer", k)))
+        .chain(PASS_ERROR_KINDS.map(|k| ("pass", k)));
+        for (stage, kind) in errors {
+            self.errors.with_label_values(&[stage, kind]);
+        }
     }
 }
+
+/// `kind` labels of `errors_total{stage="pass"}`: a whole watch-mode pass or batch that failed
+/// (PostgreSQL or S3 unreachable); the work is retried with backoff.
+pub const PASS_ERROR_KINDS: [&str; 2] = ["full_reconcile", "batch"];

@@ -390,6 +390,14 @@ pub enum Guard {
 }
 
 impl Guard {
+    /// Every guard, so the metric exports a zero for each before one fires.
+    pub const ALL: [Guard; 4] = [
+        Guard::ScanErrors,
+        Guard::EmptyRoot,
+        Guard::MaxDelete,
+        Guard::MaxDeletePercent,
+    ];
+
     /// The metric label.
     pub fn label(self) -> &'static str {
         match self {

@@ -77,6 +77,15 @@ pub enum SkipReason {
 }
 
 impl SkipReason {
+    /// Every reason, so the metric exports a zero for each before one happens.
+    pub const ALL: [SkipReason; 5] = [
+        SkipReason::Symlink,
+        SkipReason::SpecialFile,
+        SkipReason::Excluded,
+        SkipReason::NonUtf8Name,
+        SkipReason::KeyTooLong,
+    ];
+
     /// The metric label.
     pub fn label(self) -> &'static str {
         match self {

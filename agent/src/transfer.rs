@@ -60,6 +60,19 @@ impl TransferError {
         }
     }
 
+    /// Every label [`TransferError::kind`] returns.
+    pub const KINDS: [&'static str; 9] = [
+        "io",
+        "catalog",
+        "throttled",
+        "bad_digest",
+        "denied",
+        "no_such_bucket",
+        "server_error",
+        "s3_error",
+        "unreachable",
+    ];
+
     /// A bounded label for metrics.
     pub fn kind(&self) -> &'static str {
         match self {

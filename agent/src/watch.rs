@@ -52,6 +52,15 @@ pub enum RescanCause {
 }
 
 impl RescanCause {
+    /// Every cause, so the metric exports a zero for each before one happens.
+    pub const ALL: [RescanCause; 5] = [
+        RescanCause::Startup,
+        RescanCause::Interval,
+        RescanCause::Overflow,
+        RescanCause::WatchError,
+        RescanCause::Forced,
+    ];
+
     /// The metric label.
     pub fn label(self) -> &'static str {
         match self {
@@ -349,6 +358,11 @@ impl State {
                         self.vanished.clear();
                     }
                     Err(e) => {
+                        agent
+                            .metrics
+                            .errors
+                            .with_label_values(&["pass", "full_reconcile"])
+                            .inc();
                         self.backoff = (self.backoff * 2)
                             .clamp(Duration::from_millis(500), Duration::from_secs(60));
                         tracing::error!(error = %format!("{e:#}"), retry_in = ?self.backoff, "full reconcile failed");
@@ -363,6 +377,11 @@ impl State {
                     Ok(had_failures) if had_failures => {}
                     Ok(_) => self.backoff = Duration::ZERO,
                     Err(e) => {
+                        agent
+                            .metrics
+                            .errors
+                            .with_label_values(&["pass", "batch"])
+                            .inc();
                         tracing::error!(error = %format!("{e:#}"), "watch batch failed; will retry");
                         self.failed(kept.0, kept.1);
                     }

@@ -10,6 +10,8 @@
 //!
 //! Nothing here reaches beyond loopback.
 
+pub mod config_vars;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -218,13 +220,22 @@ impl TestEnv {
 
     /// Starts an agent (its own metrics registry) on this world.
     pub async fn agent(&self, settings: AgentSettings) -> Agent {
+        self.agent_on(settings, &prometheus::Registry::new()).await
+    }
+
+    /// Starts an agent whose metrics are registered on `registry` (to scrape it).
+    pub async fn agent_on(
+        &self,
+        settings: AgentSettings,
+        registry: &prometheus::Registry,
+    ) -> Agent {
         let client = self.s3.client().await;
         Agent::start(
             settings,
             self.db.pool.clone(),
             client,
             self.bucket.clone(),
-            &prometheus::Registry::new(),
+            registry,
         )
         .await
         .expect("agent start")
@@ -325,6 +336,63 @@ impl TestEnv {
         .expect("create token");
         token
     }
+}
+
+/// Polls `check` every 50 ms until it holds; panics after `secs` seconds naming `what`.
+pub async fn eventually<F, Fut>(secs: u64, what: &str, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("timed out after {secs}s waiting for: {what}");
+}
+
+/// A loopback address that was free a moment ago.
+pub fn free_addr() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.to_string())
+        .expect("free port")
+}
+
+/// A file of the repository, as text.
+pub fn repo_file(name: &str) -> String {
+    let path = format!("{}/../{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// `.env.example` as (service variables, docker-compose-only variables). The compose-only ones
+/// follow the `# --- docker compose only` heading.
+pub fn env_example_vars() -> (
+    std::collections::BTreeSet<String>,
+    std::collections::BTreeSet<String>,
+) {
+    let (mut service, mut compose) = (Default::default(), Default::default());
+    let mut in_compose = false;
+    for line in repo_file(".env.example").lines() {
+        if line.starts_with("# --- docker compose only") {
+            in_compose = true;
+        }
+        if line.starts_with('#') {
+            continue;
+        }
+        if let Some((k, _)) = line.split_once('=') {
+            let set: &mut std::collections::BTreeSet<String> = if in_compose {
+                &mut compose
+            } else {
+                &mut service
+            };
+            set.insert(k.trim().to_string());
+        }
+    }
+    (service, compose)
 }
 
 /// An HTTP client that never uses a proxy (tests stay on loopback).

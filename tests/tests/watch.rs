@@ -2,30 +2,13 @@
 //! Timing targets belong to the benchmark harness: these tests poll with generous deadlines.
 #![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
 
-use std::future::Future;
 use std::time::Duration;
 
 use portail_agent::watch::{self, RescanCause, WatchHandle};
 use portail_agent::{Agent, AgentSettings};
 use portail_core::catalog::{self, FileStatus};
 use portail_core::config::HumanDuration;
-use portail_tests::{md5_hex, TestEnv};
-
-/// Polls `check` every 50 ms until it returns true, or fails after `secs` seconds.
-async fn eventually<F, Fut>(secs: u64, what: &str, check: F)
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    while tokio::time::Instant::now() < deadline {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out after {secs}s waiting for: {what}");
-}
+use portail_tests::{eventually, free_addr, md5_hex, TestEnv};
 
 fn fast(mut s: AgentSettings) -> AgentSettings {
     s.settle_time = HumanDuration(Duration::from_millis(200));
@@ -291,11 +274,6 @@ async fn a_forced_rescan_catches_what_the_watcher_cannot_see() {
 }
 
 /// A free loopback port for a child's METRICS_ADDR.
-fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
-}
-
 #[tokio::test]
 async fn sigterm_exits_cleanly_and_health_answers() {
     let env = TestEnv::new().await;

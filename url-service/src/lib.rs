@@ -66,6 +66,10 @@ impl UrlMetrics {
         )?;
         registry.register(Box::new(presigned_issued.clone()))?;
         registry.register(Box::new(link_redirects.clone()))?;
+        // A zero for every outcome, so a dashboard shows the series before the first click.
+        for outcome in LINK_OUTCOMES {
+            link_redirects.with_label_values(&[outcome]);
+        }
         Ok(UrlMetrics {
             requests,
             duration,
@@ -74,6 +78,9 @@ impl UrlMetrics {
         })
     }
 }
+
+/// `outcome` labels of `portail_url_link_redirects_total`.
+pub const LINK_OUTCOMES: [&str; 4] = ["redirected", "not_found", "gone", "error"];
 
 /// What every handler shares. Cheap to clone.
 #[derive(Debug, Clone)]
