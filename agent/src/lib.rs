@@ -74,8 +74,9 @@ impl Agent {
         .await
         .context("registering the agent")?;
         let excludes = scan::Excludes::new(&settings.exclude)?;
+        let metrics = metrics::AgentMetrics::register(registry)?;
         let transfer = transfer::Transfer::new(
-            s3,
+            portail_core::s3::count_retries(&s3, metrics.s3_retries.clone()),
             bucket,
             settings.multipart_threshold.0,
             settings.multipart_part_size.0,
@@ -92,7 +93,6 @@ impl Agent {
                 "aborted multipart uploads left by an earlier run"
             );
         }
-        let metrics = metrics::AgentMetrics::register(registry)?;
         Ok(Agent {
             id: row.id,
             prefix,

@@ -46,6 +46,8 @@ pub struct AgentMetrics {
     pub watch_rescans: IntCounterVec,
     /// Age of the oldest unsynced change seen by watch mode.
     pub sync_lag: prometheus::Gauge,
+    /// S3 requests retried by the SDK.
+    pub s3_retries: IntCounter,
 }
 
 impl AgentMetrics {
@@ -127,6 +129,10 @@ impl AgentMetrics {
                     names::AGENT_SYNC_LAG,
                     "Age in seconds of the oldest change seen but not yet synced.",
                 )?,
+            )?,
+            s3_retries: counter(
+                names::AGENT_S3_RETRIES,
+                "S3 requests retried by the SDK (5xx, SlowDown, timeouts, resets).",
             )?,
             deletes_blocked: vec(
                 names::AGENT_DELETES_BLOCKED,

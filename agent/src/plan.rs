@@ -133,6 +133,7 @@ mod tests {
     use super::*;
     use crate::scan::FileMeta;
     use chrono::{DateTime, Utc};
+    use std::collections::HashSet;
 
     const MD5_A: &str = "0cc175b9c0f1b6a831c399e269772661";
     const MD5_B: &str = "92eb5ffee6ae2fec3ad71c777531578f";
@@ -349,6 +350,100 @@ mod tests {
             previous: None,
         };
         assert_eq!(decide(&w, empty_md5, &sources), Decision::Upload);
+    }
+
+    /// Random trees and catalogs over a tiny path alphabet, so paths collide often.
+    fn arb_local() -> impl proptest::strategy::Strategy<Value = Vec<LocalFile>> {
+        use proptest::prelude::*;
+        proptest::collection::vec(("[abc]{1,3}", 0u64..3, 0i64..3), 0..12).prop_map(|v| {
+            v.into_iter()
+                .map(|(p, size, mtime)| local(&p, size, mtime))
+                .collect::<Vec<_>>()
+        })
+    }
+
+    fn arb_catalog() -> impl proptest::strategy::Strategy<Value = Vec<FileRow>> {
+        use proptest::prelude::*;
+        let status = prop_oneof![
+            Just(FileStatus::Synced),
+            Just(FileStatus::Pending),
+            Just(FileStatus::Deleted),
+            Just(FileStatus::Error),
+        ];
+        proptest::collection::vec(
+            ("[abc]{1,3}", 0i64..3, 0i64..3, status, proptest::bool::ANY),
+            0..12,
+        )
+        .prop_map(|v| {
+            v.into_iter()
+                .map(|(p, size, mtime, st, has_md5)| {
+                    row(&p, size, mtime, st, has_md5.then_some(MD5_A))
+                })
+                .collect::<Vec<_>>()
+        })
+    }
+
+    /// A tree has one file per path and the catalog one row per path (a unique index).
+    fn dedup_local(mut v: Vec<LocalFile>) -> Vec<LocalFile> {
+        v.sort_by(|a, b| a.path.cmp(&b.path));
+        v.dedup_by(|a, b| a.path == b.path);
+        v
+    }
+
+    fn dedup_rows(mut v: Vec<FileRow>) -> Vec<FileRow> {
+        v.sort_by(|a, b| a.path.cmp(&b.path));
+        v.dedup_by(|a, b| a.path == b.path);
+        v
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn plan_never_deletes_local_files_never_redoes_unchanged_ones_and_acts_once_per_path(
+            local_files in arb_local(),
+            rows in arb_catalog(),
+        ) {
+            let local_files = dedup_local(local_files);
+            let rows = dedup_rows(rows);
+            let p = plan(local_files.clone(), rows.clone());
+            let local_paths: HashSet<&str> = local_files.iter().map(|f| f.path.as_str()).collect();
+            // Never deletes what exists locally, and only rows that are not already deleted.
+            for g in &p.gone {
+                proptest::prop_assert!(!local_paths.contains(g.path.as_str()), "deletes {}", g.path);
+                proptest::prop_assert!(g.status != FileStatus::Deleted);
+            }
+            // Never uploads (or even reads) what is unchanged.
+            for w in &p.work {
+                if let Some(prev) = &w.previous {
+                    proptest::prop_assert!(!is_unchanged(&w.local, prev), "re-reads {}", w.local.path);
+                    proptest::prop_assert_eq!(&prev.path, &w.local.path);
+                }
+            }
+            // Every local file is accounted for exactly once.
+            proptest::prop_assert_eq!(p.work.len() as u64 + p.unchanged, local_files.len() as u64);
+            // Never two actions for one path.
+            let mut seen = HashSet::new();
+            for path in p.work.iter().map(|w| &w.local.path).chain(p.gone.iter().map(|g| &g.path)) {
+                proptest::prop_assert!(seen.insert(path.clone()), "two actions for {}", path);
+            }
+            // Every live row without a local file is gone.
+            let live_missing = rows
+                .iter()
+                .filter(|r| r.status != FileStatus::Deleted && !local_paths.contains(r.path.as_str()))
+                .count();
+            proptest::prop_assert_eq!(p.gone.len(), live_missing);
+        }
+
+        #[test]
+        fn same_bytes_under_the_same_key_are_never_uploaded_again(
+            size in 0u64..3, mtime in 0i64..3, row_mtime in 0i64..3,
+        ) {
+            let w = Work {
+                local: local("a", size, mtime),
+                previous: Some(synced("a", size as i64, row_mtime, MD5_A)),
+            };
+            proptest::prop_assert_eq!(decide(&w, MD5_A, &HashMap::new()), Decision::MetadataOnly);
+            proptest::prop_assert_eq!(decide(&w, MD5_B, &HashMap::new()), Decision::Upload);
+        }
     }
 }
 

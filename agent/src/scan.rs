@@ -199,6 +199,22 @@ impl Excludes {
 
 /// Why a non-directory entry is not synced, if it is not: the one rule shared by the walk and
 /// by watch mode's per-path [`inspect`]. `utf8` says whether the relative path decoded.
+/// The S3 key of a root-relative path: the prefix, then the path byte for byte (no escaping,
+/// no normalisation: NFC and NFD names stay two keys). Refused when the name is not UTF-8 (a
+/// key is UTF-8) or when the key would pass [`MAX_KEY_BYTES`].
+pub fn object_key(prefix: &str, rel: &[u8]) -> Result<String, SkipReason> {
+    let rel = std::str::from_utf8(rel).map_err(|_| SkipReason::NonUtf8Name)?;
+    if prefix.len() + rel.len() > MAX_KEY_BYTES {
+        return Err(SkipReason::KeyTooLong);
+    }
+    Ok(format!("{prefix}{rel}"))
+}
+
+/// The inverse of [`object_key`]: the relative path a key stands for under this prefix.
+pub fn path_of_key<'k>(prefix: &str, key: &'k str) -> Option<&'k str> {
+    key.strip_prefix(prefix).filter(|p| !p.is_empty())
+}
+
 fn skip_reason(ft: std::fs::FileType, utf8: bool, prefix: &str, rel: &str) -> Option<SkipReason> {
     if ft.is_symlink() {
         Some(SkipReason::Symlink)
@@ -207,10 +223,8 @@ fn skip_reason(ft: std::fs::FileType, utf8: bool, prefix: &str, rel: &str) -> Op
         Some(SkipReason::SpecialFile)
     } else if !utf8 {
         Some(SkipReason::NonUtf8Name)
-    } else if prefix.len() + rel.len() > MAX_KEY_BYTES {
-        Some(SkipReason::KeyTooLong)
     } else {
-        None
+        object_key(prefix, rel.as_bytes()).err()
     }
 }
 
@@ -426,6 +440,41 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir
+    }
+
+    proptest::proptest! {
+        /// Any byte string either round-trips through the key or is refused for a reason
+        /// that really holds.
+        #[test]
+        fn key_encoding_round_trips_or_refuses(
+            prefix in "[a-z0-9/]{0,40}",
+            rel in proptest::collection::vec(proptest::num::u8::ANY, 1..1100),
+        ) {
+            match object_key(&prefix, &rel) {
+                Ok(key) => {
+                    proptest::prop_assert_eq!(&key.as_bytes()[..prefix.len()], prefix.as_bytes());
+                    proptest::prop_assert_eq!(&key.as_bytes()[prefix.len()..], &rel[..]);
+                    proptest::prop_assert!(key.len() <= MAX_KEY_BYTES);
+                    let back = path_of_key(&prefix, &key).map(|p| p.as_bytes().to_vec());
+                    proptest::prop_assert_eq!(back, Some(rel.clone()));
+                }
+                Err(SkipReason::NonUtf8Name) => {
+                    proptest::prop_assert!(std::str::from_utf8(&rel).is_err());
+                }
+                Err(SkipReason::KeyTooLong) => {
+                    proptest::prop_assert!(std::str::from_utf8(&rel).is_ok());
+                    proptest::prop_assert!(prefix.len() + rel.len() > MAX_KEY_BYTES);
+                }
+                Err(other) => proptest::prop_assert!(false, "unexpected refusal {:?}", other),
+            }
+        }
+
+        /// Valid UTF-8 names of any script round-trip exactly.
+        #[test]
+        fn utf8_names_round_trip(prefix in "[a-z]{0,10}/?", rel in "\\PC{1,200}") {
+            let key = object_key(&prefix, rel.as_bytes()).unwrap();
+            proptest::prop_assert_eq!(path_of_key(&prefix, &key), Some(rel.as_str()));
+        }
     }
 }
 

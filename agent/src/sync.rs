@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use chrono::Utc;
 use futures::stream::{self, StreamExt};
-use portail_core::catalog::{self, EventKind, FailedFile, FileRow, FileStatus, SyncedFile};
+use portail_core::catalog::{
+    self, EventKind, FailedFile, FileRow, FileStatus, PendingFile, SyncedFile,
+};
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -136,8 +138,10 @@ enum Outcome {
         renamed_from: Option<String>,
     },
     Failed(Failure, &'static str, Option<FileRow>, FileMeta),
-    Vanished(String),
-    Unstable(String),
+    /// The file is gone. With a [`PendingFile`] when this pass had already written its object.
+    Vanished(String, Option<PendingFile>),
+    /// The file kept changing while read; its object may hold any of its versions.
+    Unstable(PendingFile),
 }
 
 /// Runs one full pass.
@@ -308,6 +312,9 @@ pub async fn sync_once(agent: &Agent, opts: &SyncOptions) -> anyhow::Result<Sync
         &mut report,
     )
     .await?;
+    if report.deleted > 0 {
+        retry_after_deletes(agent, &mut writer, &mut report, &progress).await?;
+    }
 
     let totals = catalog::agent_totals(&agent.pool, agent.id).await?;
     m.tracked_files.set(totals.synced_files);
@@ -318,6 +325,60 @@ pub async fn sync_once(agent: &Agent, opts: &SyncOptions) -> anyhow::Result<Sync
         m.last_success.set(Utc::now().timestamp());
     }
     Ok(report)
+}
+
+/// Gives the files whose transfer failed one more try once this pass's deletes are done.
+///
+/// Stores that keep objects as files (MinIO, s3s-fs) cannot hold key `x` while `x/a` exists,
+/// nor `x/a` while `x` exists. Uploads run before deletes, so a directory replaced by a file
+/// (or the reverse) fails its upload until the old keys are gone; without this retry it would
+/// take a second pass.
+async fn retry_after_deletes(
+    agent: &Agent,
+    writer: &mut CatalogWriter,
+    report: &mut SyncReport,
+    progress: &Progress,
+) -> anyhow::Result<()> {
+    let retry: Vec<String> = report
+        .failed
+        .iter()
+        .filter(|f| f.stage == "transfer")
+        .map(|f| f.path.clone())
+        .collect();
+    if retry.is_empty() {
+        return Ok(());
+    }
+    let rows = catalog::rows_by_paths(&agent.pool, agent.id, &retry).await?;
+    let mut work = Vec::new();
+    for path in &retry {
+        if let scan::PathState::File(local) = scan::inspect(
+            &agent.settings.sync_root,
+            path,
+            &agent.prefix,
+            &agent.excludes,
+        ) {
+            let previous = rows.iter().find(|r| &r.path == path).cloned();
+            work.push(Work { local, previous });
+        }
+    }
+    report
+        .failed
+        .retain(|f| !(f.stage == "transfer" && retry.contains(&f.path)));
+    tracing::info!(
+        files = work.len(),
+        "retrying failed uploads after the deletes"
+    );
+    process(
+        agent,
+        stream::iter(work),
+        &HashMap::new(),
+        writer,
+        report,
+        progress,
+    )
+    .await?;
+    writer.flush().await.context("writing the catalog")?;
+    Ok(())
 }
 
 /// Files waiting in the channel from the walk to the merge.
@@ -501,19 +562,26 @@ pub(crate) async fn process(
                     .await?;
                 report.failed.push(failure);
             }
-            Outcome::Vanished(path) => report.vanished.push(path),
-            Outcome::Unstable(path) => {
+            Outcome::Vanished(path, written) => {
+                if let Some(p) = written {
+                    // Its object was just written: keep it tracked so the next pass deletes it.
+                    tracing::info!(path = %path, key = %p.s3_key, "vanished right after upload; left pending");
+                    writer.pending(p).await?;
+                }
+                report.vanished.push(path);
+            }
+            Outcome::Unstable(mut p) => {
                 m.errors.with_label_values(&["transfer", "changing"]).inc();
-                let error = format!(
+                p.reason = format!(
                     "kept changing during {ATTEMPTS} attempts; left pending for the next pass"
                 );
-                tracing::warn!(path = %path, "{error}");
-                writer.pending(path.clone(), error.clone()).await?;
+                tracing::warn!(path = %p.path, "{}", p.reason);
                 report.failed.push(Failure {
-                    path,
+                    path: p.path.clone(),
                     stage: "transfer",
-                    error,
+                    error: p.reason.clone(),
                 });
+                writer.pending(p).await?;
             }
         }
     }
@@ -541,13 +609,24 @@ async fn sync_file(
         )
     };
     let mut hashes = 0;
+    // Set once an attempt wrote the object: from then on the key must stay tracked.
+    let mut wrote = false;
+    let pending = || PendingFile {
+        path: path.clone(),
+        s3_key: work.local.key.clone(),
+        size_bytes: work.local.meta.size as i64,
+        mtime: work.local.meta.mtime,
+        reason: "vanished after its upload".into(),
+    };
     for _ in 0..ATTEMPTS {
         let p = abs.clone();
         let hashed =
             match tokio::task::spawn_blocking(move || hash::hash_file(&p, IN_MEMORY_LIMIT)).await {
                 Ok(Ok(h)) => h,
                 Ok(Err(HashError::Changed)) => continue,
-                Ok(Err(HashError::Vanished)) => return (hashes, Outcome::Vanished(path)),
+                Ok(Err(HashError::Vanished)) => {
+                    return (hashes, Outcome::Vanished(path.clone(), wrote.then(pending)))
+                }
                 Ok(Err(e)) => {
                     return (
                         hashes,
@@ -585,7 +664,10 @@ async fn sync_file(
             },
         };
         let stored = match stored {
-            Ok(s) => s,
+            Ok(s) => {
+                wrote |= s.is_some();
+                s
+            }
             Err(e) => {
                 return (
                     hashes,
@@ -602,8 +684,8 @@ async fn sync_file(
         // The bytes S3 holds are the ones we hashed only if the file still looks the same.
         let now = std::fs::symlink_metadata(&abs).map(|m| FileMeta::from_metadata(&m));
         if now.as_ref().ok() != Some(&hashed.meta) {
-            if now.is_err() && stored.is_none() {
-                return (hashes, Outcome::Vanished(path));
+            if now.is_err() {
+                return (hashes, Outcome::Vanished(path.clone(), wrote.then(pending)));
             }
             continue;
         }
@@ -655,7 +737,7 @@ async fn sync_file(
             },
         );
     }
-    (hashes, Outcome::Unstable(path))
+    (hashes, Outcome::Unstable(pending()))
 }
 
 /// Deletes (or, with DELETE_MODE=keep, only marks) the rows whose file is gone, if the guards

@@ -47,17 +47,25 @@ pub enum TransferError {
 }
 
 impl TransferError {
-    fn s3<E, R>(op: &'static str, err: SdkError<E, R>) -> Self
+    fn s3<E>(op: &'static str, err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Self
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
-        R: std::fmt::Debug,
     {
         let code = err.code().map(String::from);
-        TransferError::S3 {
-            op,
-            code,
-            message: DisplayErrorContext(&err).to_string(),
-        }
+        // A service error is best told by its code, message and status; the SDK's full
+        // context is a page of debug output. Transport errors keep their cause chain.
+        let message = match &err {
+            SdkError::ServiceError(se) => {
+                let status = se.raw().status().as_u16();
+                match (err.code(), err.message()) {
+                    (Some(c), Some(m)) => format!("{c}: {m} (HTTP {status})"),
+                    (Some(c), None) => format!("{c} (HTTP {status})"),
+                    _ => format!("HTTP {status}"),
+                }
+            }
+            _ => DisplayErrorContext(&err).to_string(),
+        };
+        TransferError::S3 { op, code, message }
     }
 
     /// Every label [`TransferError::kind`] returns.
@@ -460,7 +468,7 @@ impl Transfer {
             .send()
             .await;
         if let Err(e) = res {
-            tracing::warn!(key, upload_id, error = %DisplayErrorContext(&e), "could not abort multipart upload");
+            tracing::warn!(key, upload_id, error = %TransferError::s3("AbortMultipartUpload", e), "could not abort multipart upload");
         }
     }
 

@@ -5,7 +5,8 @@
 //! SETTLE_TIME of a change. The loop:
 //! 1. runs a full pass at start (retrying with backoff while PostgreSQL or S3 are down);
 //! 2. records each event's path as pending, due SETTLE_TIME after its latest event, so a file
-//!    still being written is never synced half-way;
+//!    still being written is never synced half-way; a close after writing (IN_CLOSE_WRITE)
+//!    means the writer is done, so that file is due almost at once (CLOSED_SETTLE);
 //! 3. syncs settled paths as one targeted batch (the pipeline of a full pass, for just those
 //!    paths); a directory that appeared is walked, so files written before its watch existed
 //!    are found;
@@ -78,6 +79,8 @@ impl RescanCause {
 pub enum Signal {
     /// Something happened at these absolute paths.
     Paths(Vec<PathBuf>),
+    /// A writer closed these files: they are settled unless another event follows.
+    Closed(Vec<PathBuf>),
     /// Reconcile everything now.
     Rescan(RescanCause),
 }
@@ -105,6 +108,10 @@ impl WatchHandle {
         let _ = self.tx.send(Signal::Rescan(cause));
     }
 }
+
+/// How long a file closed after writing waits for a further event before it is synced. The
+/// close says the writer is done; this only gathers a burst of closes into one batch.
+const CLOSED_SETTLE: Duration = Duration::from_millis(20);
 
 /// One pending path: when it may be processed, and when it was first seen (for the lag).
 #[derive(Debug, Clone, Copy)]
@@ -144,7 +151,7 @@ pub async fn run(
         Instant::now() + agent.settings.rescan_interval.0,
         agent.settings.rescan_interval.0,
     );
-    let tick = (settle / 4).clamp(Duration::from_millis(20), Duration::from_millis(250));
+    let tick = (settle / 4).clamp(Duration::from_millis(10), CLOSED_SETTLE);
     let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
@@ -152,15 +159,8 @@ pub async fn run(
         tokio::select! {
             _ = &mut shutdown => break,
             Some(sig) = rx.recv() => match sig {
-                Signal::Paths(paths) => {
-                    let now = Instant::now();
-                    for p in paths {
-                        if let Some(rel) = scan::relative_utf8(&root, &p) {
-                            let since = state.pending.get(&rel).map_or(now, |d| d.since);
-                            state.pending.insert(rel, Due { at: now + settle, since, attempts: 0 });
-                        }
-                    }
-                }
+                Signal::Paths(paths) => state.touched(&root, paths, settle),
+                Signal::Closed(paths) => state.touched(&root, paths, settle.min(CLOSED_SETTLE)),
                 Signal::Rescan(cause) => {
                     tracing::warn!(cause = cause.label(), "full reconcile requested");
                     state.full_due.get_or_insert((Instant::now(), cause));
@@ -210,6 +210,17 @@ fn start_watcher(
         let sig = match res {
             // Reads (open, close-without-write) change nothing; the agent's own hashing and
             // every download from the file server would otherwise queue needless re-checks.
+            // A writer closed the file: it is complete now, no need to wait SETTLE_TIME.
+            Ok(ev)
+                if matches!(
+                    ev.kind,
+                    notify::EventKind::Access(notify::event::AccessKind::Close(
+                        notify::event::AccessMode::Write
+                    ))
+                ) && !ev.need_rescan() =>
+            {
+                Signal::Closed(ev.paths)
+            }
             Ok(ev) if matches!(ev.kind, notify::EventKind::Access(_)) && !ev.need_rescan() => {
                 return;
             }
@@ -283,6 +294,24 @@ struct State {
 }
 
 impl State {
+    /// Marks paths as changed, due `settle` from now (a later event pushes it back again).
+    fn touched(&mut self, root: &Path, paths: Vec<PathBuf>, settle: Duration) {
+        let now = Instant::now();
+        for p in paths {
+            if let Some(rel) = scan::relative_utf8(root, &p) {
+                let since = self.pending.get(&rel).map_or(now, |d| d.since);
+                self.pending.insert(
+                    rel,
+                    Due {
+                        at: now + settle,
+                        since,
+                        attempts: 0,
+                    },
+                );
+            }
+        }
+    }
+
     /// The work due now: a full reconcile (which covers everything else), or the batch of
     /// settled paths and expired delete graces.
     fn next_work(&mut self, now: Instant) -> Option<Tick> {

@@ -197,6 +197,11 @@ pub struct DatabaseConfig {
     /// DB_MAX_CONNECTIONS: size of the connection pool. Default 10.
     #[serde(default = "default_db_max_connections")]
     pub db_max_connections: u32,
+    /// DB_ACQUIRE_TIMEOUT: longest wait for a pooled connection (including connecting) before a
+    /// request fails. While PostgreSQL is down, the url-service answers 503 after this long and
+    /// the agent retries later. Default `5s`.
+    #[serde(default = "default_db_acquire_timeout")]
+    pub db_acquire_timeout: HumanDuration,
 }
 
 fn default_db_host() -> String {
@@ -211,8 +216,14 @@ fn default_db_name() -> String {
 fn default_db_max_connections() -> u32 {
     10
 }
+fn default_db_acquire_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(5))
+}
 
-impl FromEnv for DatabaseConfig {}
+impl FromEnv for DatabaseConfig {
+    const TYPED_VARS: &'static [(&'static str, ValueKind)] =
+        &[("DB_ACQUIRE_TIMEOUT", ValueKind::Duration)];
+}
 
 impl DatabaseConfig {
     /// Connection options, built without ever formatting the password into a string.

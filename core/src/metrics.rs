@@ -47,6 +47,8 @@ pub mod names {
     pub const AGENT_WATCH_RESCANS: &str = "portail_agent_watch_rescans_total";
     /// Gauge: age in seconds of the oldest change watch mode has seen but not yet synced.
     pub const AGENT_SYNC_LAG: &str = "portail_agent_sync_lag_seconds";
+    /// Counter: S3 requests retried by the SDK (5xx, SlowDown, timeouts, resets), one per retry.
+    pub const AGENT_S3_RETRIES: &str = "portail_agent_s3_retries_total";
     /// Counter by `guard`: passes whose deletes a safety guard refused.
     pub const AGENT_DELETES_BLOCKED: &str = "portail_agent_deletes_blocked_total";
 

@@ -9,7 +9,9 @@
 //! - Path-style addressing is the default whenever a custom endpoint is set, because MinIO and
 //!   s3s serve buckets as paths, not subdomains.
 //! - Explicit connect/read timeouts, so a dead server fails a request instead of hanging it,
-//!   and the SDK's standard retry (exponential backoff with jitter) for 5xx and SlowDown.
+//!   and the SDK's standard retry (exponential backoff with jitter, S3_MAX_ATTEMPTS attempts in
+//!   all) for 5xx, SlowDown, timeouts and reset connections. [`count_retries`] makes every
+//!   retry visible in a metric.
 
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
@@ -17,6 +19,10 @@ use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
 use aws_sdk_s3::Client;
+
+use aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_smithy_runtime_api::client::retries::RequestAttempts;
 
 use crate::config::S3Config;
 
@@ -62,4 +68,39 @@ pub async fn build_client(cfg: &S3Config) -> Client {
         }
     }
     Client::from_conf(builder.build())
+}
+
+/// Returns the client with an interceptor that adds one to `retries` for every attempt after
+/// the first (the SDK retries 5xx, SlowDown, timeouts and resets on its own, silently).
+pub fn count_retries(client: &Client, retries: prometheus::IntCounter) -> Client {
+    let conf = client
+        .config()
+        .to_builder()
+        .interceptor(RetryCounter(retries))
+        .build();
+    Client::from_conf(conf)
+}
+
+#[derive(Debug)]
+struct RetryCounter(prometheus::IntCounter);
+
+impl Intercept for RetryCounter {
+    fn name(&self) -> &'static str {
+        "portail-retry-counter"
+    }
+
+    fn read_before_attempt(
+        &self,
+        _: &BeforeTransmitInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        if cfg
+            .load::<RequestAttempts>()
+            .is_some_and(|a| a.attempts() > 1)
+        {
+            self.0.inc();
+        }
+        Ok(())
+    }
 }

@@ -11,6 +11,7 @@
 //! Nothing here reaches beyond loopback.
 
 pub mod config_vars;
+pub mod fault;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -218,6 +219,13 @@ impl TestEnv {
         s
     }
 
+    /// Settings for another agent name on the same root.
+    pub fn settings_for(&self, agent_id: &str) -> AgentSettings {
+        let mut s = self.settings();
+        s.agent_id = Some(agent_id.into());
+        s
+    }
+
     /// Starts an agent (its own metrics registry) on this world.
     pub async fn agent(&self, settings: AgentSettings) -> Agent {
         self.agent_on(settings, &prometheus::Registry::new()).await
@@ -294,9 +302,14 @@ impl TestEnv {
 
     /// Serves the url-service router on a random port; returns its address and an API token.
     pub async fn spawn_url_service(&self) -> TestUrlService {
+        self.spawn_url_service_on(self.db.pool.clone()).await
+    }
+
+    /// The same, with the service using `pool` (e.g. one built by `catalog::connect`).
+    pub async fn spawn_url_service_on(&self, pool: PgPool) -> TestUrlService {
         let settings = portail_url_service::ServiceSettings::defaults();
         let state = portail_url_service::AppState::new(
-            self.db.pool.clone(),
+            pool,
             self.s3.client().await,
             self.bucket.clone(),
             settings,
@@ -650,5 +663,175 @@ impl Drop for PgCluster {
             &self.bin.join("pg_ctl"),
             &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
         );
+    }
+}
+
+/// An agent running watch mode in this process.
+#[derive(Debug)]
+pub struct Watching {
+    /// The agent.
+    pub agent: Agent,
+    /// Its watch handle (to force a rescan).
+    pub handle: portail_agent::watch::WatchHandle,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The watch loop; finished only after `stop`, or if it failed.
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+impl Watching {
+    /// Asks watch mode to stop and waits (30 s at most) for it to finish.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        tokio::time::timeout(std::time::Duration::from_secs(30), self.task)
+            .await
+            .expect("watch mode stops within 30 s")
+            .expect("watch task");
+    }
+}
+
+/// Runs `portail_agent::watch::run` for the agent until [`Watching::stop`].
+pub async fn start_watch(agent: Agent) -> Watching {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (h_tx, h_rx) = tokio::sync::oneshot::channel();
+    let a = agent.clone();
+    let task = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stop_rx.await;
+        };
+        portail_agent::watch::run(&a, shutdown, move |h| {
+            let _ = h_tx.send(h);
+        })
+        .await
+        .expect("watch mode");
+    });
+    let handle = h_rx.await.expect("watch handle");
+    Watching {
+        agent,
+        handle,
+        stop: Some(stop_tx),
+        task,
+    }
+}
+
+impl TestEnv {
+    /// Whether S3 holds exactly `bytes` for `path` and its row is synced with that MD5.
+    pub async fn mirrored(&self, agent_id: i64, path: &str, bytes: &[u8]) -> bool {
+        let rows =
+            portail_core::catalog::rows_by_paths(&self.db.pool, agent_id, &[path.to_string()])
+                .await
+                .expect("rows");
+        let Some(row) = rows.first() else {
+            return false;
+        };
+        if row.status != portail_core::catalog::FileStatus::Synced
+            || row.md5.as_deref() != Some(md5_hex(bytes).as_str())
+        {
+            return false;
+        }
+        self.object(&row.s3_key)
+            .await
+            .is_some_and(|(b, _)| b == bytes)
+    }
+
+    /// Asserts that the local tree, the catalog and S3 agree for `agent`: every regular file
+    /// under the root has a `synced` row with its MD5 and an object with its bytes and
+    /// `md5chksum`; no live row lacks its file; no object lacks its live row; no path has two
+    /// rows. Returns the number of files checked.
+    pub async fn assert_converged(&self, agent: &Agent) -> usize {
+        use std::collections::BTreeMap;
+        let mut local = BTreeMap::new();
+        for entry in walkdir::WalkDir::new(self.root.path()) {
+            let entry = entry.expect("walk");
+            if entry.file_type().is_file() {
+                let rel = entry
+                    .path()
+                    .strip_prefix(self.root.path())
+                    .expect("under root")
+                    .to_str()
+                    .expect("utf-8 test names")
+                    .to_string();
+                local.insert(rel, std::fs::read(entry.path()).expect("read"));
+            }
+        }
+        let rows: Vec<(String, String, String, Option<String>)> = sqlx::query_as(
+            "select path, s3_key, status::text, md5 from files where agent_id = $1 and status <> 'deleted'",
+        )
+        .bind(agent.id)
+        .fetch_all(&self.db.pool)
+        .await
+        .expect("rows");
+        let dupes: i64 = sqlx::query_scalar(
+            "select count(*) from (select path from files where agent_id = $1 group by path having count(*) > 1) d",
+        )
+        .bind(agent.id)
+        .fetch_one(&self.db.pool)
+        .await
+        .expect("dupes");
+        assert_eq!(dupes, 0, "a path has two rows");
+        let mut live = std::collections::BTreeSet::new();
+        for (path, key, status, md5) in &rows {
+            let bytes = local
+                .get(path)
+                .unwrap_or_else(|| panic!("row {path} ({status}) has no local file"));
+            assert_eq!(status, "synced", "{path}");
+            assert_eq!(
+                md5.as_deref(),
+                Some(md5_hex(bytes).as_str()),
+                "{path}: row md5"
+            );
+            let (stored, meta) = self
+                .object(key)
+                .await
+                .unwrap_or_else(|| panic!("{path}: no object {key}"));
+            assert!(stored == *bytes, "{path}: S3 holds other bytes");
+            assert_eq!(
+                meta.as_deref(),
+                Some(md5_b64(bytes).as_str()),
+                "{path}: md5chksum"
+            );
+            live.insert(key.clone());
+        }
+        let missing: Vec<_> = local
+            .keys()
+            .filter(|p| !rows.iter().any(|r| &r.0 == *p))
+            .collect();
+        assert!(missing.is_empty(), "files with no live row: {missing:?}");
+        let orphans: Vec<_> = self
+            .keys()
+            .await
+            .into_iter()
+            .filter(|k| k.starts_with(&agent.prefix) && !live.contains(k))
+            .collect();
+        assert!(orphans.is_empty(), "objects with no live row: {orphans:?}");
+        local.len()
+    }
+
+    /// A client for this world's bucket through another endpoint (e.g. a fault proxy), with
+    /// `attempts` attempts per request.
+    pub async fn client_via(&self, endpoint: &str, attempts: u32) -> Client {
+        let mut cfg = self.s3.config(&self.bucket);
+        cfg.aws_endpoint_url = Some(endpoint.to_string());
+        cfg.s3_max_attempts = attempts;
+        portail_core::s3::build_client(&cfg).await
+    }
+
+    /// Starts an agent that reaches S3 through `client`, its metrics on `registry`.
+    pub async fn agent_with_client(
+        &self,
+        settings: AgentSettings,
+        client: Client,
+        registry: &prometheus::Registry,
+    ) -> Agent {
+        Agent::start(
+            settings,
+            self.db.pool.clone(),
+            client,
+            self.bucket.clone(),
+            registry,
+        )
+        .await
+        .expect("agent start")
     }
 }

@@ -4,11 +4,11 @@
 
 use std::time::Duration;
 
-use portail_agent::watch::{self, RescanCause, WatchHandle};
-use portail_agent::{Agent, AgentSettings};
+use portail_agent::watch::RescanCause;
+use portail_agent::AgentSettings;
 use portail_core::catalog::{self, FileStatus};
 use portail_core::config::HumanDuration;
-use portail_tests::{eventually, free_addr, md5_hex, TestEnv};
+use portail_tests::{eventually, free_addr, start_watch, TestEnv, Watching};
 
 fn fast(mut s: AgentSettings) -> AgentSettings {
     s.settle_time = HumanDuration(Duration::from_millis(200));
@@ -18,61 +18,12 @@ fn fast(mut s: AgentSettings) -> AgentSettings {
     s
 }
 
-struct Watching {
-    agent: Agent,
-    handle: WatchHandle,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Watching {
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .unwrap()
-            .unwrap();
-    }
-}
-
 async fn start(env: &TestEnv, settings: AgentSettings) -> Watching {
-    let agent = env.agent(settings).await;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (h_tx, h_rx) = tokio::sync::oneshot::channel();
-    let a = agent.clone();
-    let task = tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = stop_rx.await;
-        };
-        watch::run(&a, shutdown, move |h| {
-            let _ = h_tx.send(h);
-        })
-        .await
-        .unwrap();
-    });
-    let handle = h_rx.await.unwrap();
-    Watching {
-        agent,
-        handle,
-        stop: Some(stop_tx),
-        task,
-    }
+    start_watch(env.agent(settings).await).await
 }
 
-/// Whether S3 holds exactly `bytes` at `key` and the row is synced with that MD5.
 async fn mirrored(env: &TestEnv, agent_id: i64, path: &str, bytes: &[u8]) -> bool {
-    let rows = catalog::rows_by_paths(&env.db.pool, agent_id, &[path.to_string()])
-        .await
-        .unwrap();
-    let Some(row) = rows.first() else {
-        return false;
-    };
-    if row.status != FileStatus::Synced || row.md5.as_deref() != Some(md5_hex(bytes).as_str()) {
-        return false;
-    }
-    env.object(&row.s3_key)
-        .await
-        .is_some_and(|(b, _)| b == bytes)
+    env.mirrored(agent_id, path, bytes).await
 }
 
 async fn status(env: &TestEnv, agent_id: i64, path: &str) -> Option<FileStatus> {
@@ -396,7 +347,8 @@ async fn a_database_outage_is_survived_and_caught_up() {
     cluster.stop();
     env.write("b.txt", b"written while the database is down");
     env.write("a.txt", b"changed while the database is down");
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // 20 s: long enough for several failed batches and full-pass retries with backoff.
+    tokio::time::sleep(Duration::from_secs(20)).await;
     assert!(
         !w.task.is_finished(),
         "the agent keeps running through the outage"

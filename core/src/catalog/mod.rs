@@ -12,6 +12,7 @@ pub use models::*;
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
@@ -37,7 +38,7 @@ pub async fn connect(cfg: &DatabaseConfig) -> anyhow::Result<PgPool> {
     probe.close().await.ok();
     Ok(PgPoolOptions::new()
         .max_connections(cfg.db_max_connections)
-        .acquire_timeout(Duration::from_secs(10))
+        .acquire_timeout(cfg.db_acquire_timeout.0)
         .connect_lazy_with(opts))
 }
 
@@ -253,27 +254,36 @@ pub async fn events_of_file(
     .await
 }
 
-/// Marks paths as `pending` with no MD5 or ETag: their object may hold bytes the catalog
-/// cannot vouch for (the file changed while it was uploaded). Rows that do not exist yet are
-/// left alone: the next pass sees those files as new anyway.
+/// Marks files `pending` with no MD5 (creating their rows if needed), so a row never claims
+/// content S3 may not hold, yet every object written stays tracked: the next pass re-uploads
+/// the file, or deletes the object if the file is gone.
 pub async fn record_pending(
     pool: &PgPool,
     agent_id: i64,
-    batch: &[(String, String)],
+    batch: &[PendingFile],
 ) -> sqlx::Result<u64> {
     if batch.is_empty() {
         return Ok(0);
     }
-    let path: Vec<&str> = batch.iter().map(|(p, _)| p.as_str()).collect();
-    let reason: Vec<&str> = batch.iter().map(|(_, r)| r.as_str()).collect();
+    let path: Vec<&str> = batch.iter().map(|f| f.path.as_str()).collect();
+    let key: Vec<&str> = batch.iter().map(|f| f.s3_key.as_str()).collect();
+    let size: Vec<i64> = batch.iter().map(|f| f.size_bytes).collect();
+    let mtime: Vec<DateTime<Utc>> = batch.iter().map(|f| f.mtime).collect();
+    let reason: Vec<&str> = batch.iter().map(|f| f.reason.as_str()).collect();
     let result = sqlx::query(
-        "update files f set status = 'pending', md5 = null, etag = null,
-                last_error = i.reason, updated_at = now()
-         from unnest($2::text[], $3::text[]) as i(path, reason)
-         where f.agent_id = $1 and f.path = i.path",
+        "insert into files (agent_id, path, s3_key, size_bytes, mtime, status, last_error)
+         select $1, i.path, i.key, i.size, i.mtime, 'pending', i.reason
+         from unnest($2::text[], $3::text[], $4::bigint[], $5::timestamptz[], $6::text[])
+              as i(path, key, size, mtime, reason)
+         on conflict (agent_id, path) do update set
+             status = 'pending', md5 = null, etag = null, s3_key = excluded.s3_key,
+             last_error = excluded.last_error, deleted_at = null, updated_at = now()",
     )
     .bind(agent_id)
     .bind(&path)
+    .bind(&key)
+    .bind(&size)
+    .bind(&mtime)
     .bind(&reason)
     .execute(pool)
     .await?;

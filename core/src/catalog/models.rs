@@ -140,6 +140,18 @@ pub struct FailedFile {
     pub stage: &'static str,
 }
 
+/// A file whose object may not match any content we can vouch for (it changed or vanished
+/// while being uploaded), for [`super::record_pending`]: the row is kept (or created) as
+/// `pending` with no MD5, so the object stays tracked and the next pass re-uploads or deletes it.
+#[derive(Debug, Clone)]
+pub struct PendingFile {
+    pub path: String,
+    pub s3_key: String,
+    pub size_bytes: i64,
+    pub mtime: DateTime<Utc>,
+    pub reason: String,
+}
+
 /// Aggregates over one agent's rows.
 #[derive(Debug, Clone, Copy, sqlx::FromRow)]
 pub struct AgentTotals {

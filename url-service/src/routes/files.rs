@@ -91,6 +91,7 @@ pub async fn list_files(
     params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<FilePage>, ApiError> {
     let Query(p) = params?;
+    check_filters(&p)?;
     let limit = p.limit.unwrap_or(100);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(ApiError::BadRequest(format!(
@@ -130,6 +131,25 @@ pub async fn list_files(
         None
     };
     Ok(Json(FilePage { files, next_cursor }))
+}
+
+/// Refuses filters that can never match, with a message saying why, rather than answering an
+/// empty page: PostgreSQL text cannot hold NUL, and catalog paths are relative and normalised
+/// (no leading `/`, no `..`), so `/docs` or `../` is a mistake worth reporting.
+fn check_filters(p: &ListParams) -> Result<(), ApiError> {
+    for (name, value) in [("agent", &p.agent), ("path_prefix", &p.path_prefix)] {
+        if value.as_deref().is_some_and(|v| v.contains('\0')) {
+            return Err(ApiError::BadRequest(format!("{name} must not contain NUL")));
+        }
+    }
+    if let Some(prefix) = p.path_prefix.as_deref() {
+        if prefix.starts_with('/') || prefix.split('/').any(|c| c == "..") {
+            return Err(ApiError::BadRequest(
+                "path_prefix is relative to the synced root, e.g. `docs/`; a leading `/` or a `..` component never matches".into(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Answer of `GET /v1/files/{id}`.

@@ -1,0 +1,414 @@
+#!/usr/bin/env python3
+"""The benchmark cases, driven by scripts/bench (which installs the peers, builds in release,
+starts PostgreSQL and exports the variables below). Do not run this file directly.
+
+Every tool talks to the same dev-s3 (s3s-fs with SigV4) on loopback, each in its own bucket.
+Each case runs RUNS times with the tools interleaved (A B C A B C ...), and the medians are
+reported. Output: a markdown table on stdout and in BENCHMARKS.md.
+
+Environment: BENCH_WORK (scratch dir), BENCH_QUICK (1 for the smoke run), BIN (release
+binaries), RCLONE, AWSCLI, DATABASE_URL.
+"""
+
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+
+WORK = os.environ["BENCH_WORK"]
+QUICK = os.environ.get("BENCH_QUICK") == "1"
+BIN = os.environ["BIN"]
+RCLONE = os.environ["RCLONE"]
+AWSCLI = os.environ["AWSCLI"]
+DATABASE_URL = os.environ["DATABASE_URL"]
+RUNS = 1 if QUICK else 3
+ACCESS, SECRET = "bench-access-key", "bench-secret-key-0123456789"
+
+SIZES = {
+    # case: (full, quick)
+    "small_files": (5000, 500),
+    "big_file_mib": (1024, 64),
+    "many_files": (100_000, 5000),
+    "huge_tree": (1_000_000, 20_000),
+    "watch_count": (1000, 100),
+}
+
+
+def size(name):
+    full, quick = SIZES[name]
+    return quick if QUICK else full
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+S3_PORT = free_port()
+ENDPOINT = f"http://127.0.0.1:{S3_PORT}"
+
+BASE_ENV = {
+    "PATH": os.environ["PATH"],
+    "HOME": os.environ.get("HOME", "/tmp"),
+    "AWS_ACCESS_KEY_ID": ACCESS,
+    "AWS_SECRET_ACCESS_KEY": SECRET,
+    "AWS_REGION": "us-east-1",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_ENDPOINT_URL": ENDPOINT,
+    "DATABASE_URL": DATABASE_URL,
+    "LOG_LEVEL": "warn",
+    # rclone: a remote named "bench" configured entirely from the environment.
+    "RCLONE_CONFIG_BENCH_TYPE": "s3",
+    "RCLONE_CONFIG_BENCH_PROVIDER": "Other",
+    "RCLONE_CONFIG_BENCH_ACCESS_KEY_ID": ACCESS,
+    "RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY": SECRET,
+    "RCLONE_CONFIG_BENCH_ENDPOINT": ENDPOINT,
+    "RCLONE_CONFIG_BENCH_REGION": "us-east-1",
+    "RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE": "true",
+}
+
+
+def run(cmd, env=None, check=True, timeout=3600):
+    """Runs a command; returns (seconds, peak RSS in KiB, stdout)."""
+    full = ["/usr/bin/time", "-f", "%M", "-o", f"{WORK}/rss"] + cmd
+    t0 = time.perf_counter()
+    p = subprocess.run(full, env={**BASE_ENV, **(env or {})}, capture_output=True, text=True,
+                       timeout=timeout)
+    dt = time.perf_counter() - t0
+    if check and p.returncode != 0:
+        raise SystemExit(f"{cmd[0]} failed ({p.returncode}):\n{p.stdout[-2000:]}\n{p.stderr[-4000:]}")
+    with open(f"{WORK}/rss") as f:
+        rss = int(f.read().strip().splitlines()[-1])
+    return dt, rss, p.stdout
+
+
+_bucket_seq = 0
+
+
+def new_bucket(tag):
+    global _bucket_seq
+    _bucket_seq += 1
+    name = f"{tag}-{_bucket_seq}"
+    os.makedirs(f"{WORK}/s3/{name}")  # s3s-fs: a bucket is a directory
+    return name
+
+
+def portail(bucket, src, agent, extra=None):
+    env = {"AWS_BUCKET_NAME": bucket, "SYNC_ROOT": src, "AGENT_ID": agent, **(extra or {})}
+    return run([f"{BIN}/portail-agent", "sync"], env=env)
+
+
+def rclone(bucket, src, fast):
+    flags = ["--transfers", "16", "--checkers", "16"] if fast else []
+    return run([RCLONE, "sync", src, f"bench:{bucket}"] + flags)
+
+
+def aws(bucket, src):
+    return run([AWSCLI, "s3", "sync", src, f"s3://{bucket}", "--endpoint-url", ENDPOINT,
+                "--only-show-errors"])
+
+
+PEERS = {
+    "portail": None,
+    "rclone (defaults)": lambda b, s: rclone(b, s, False),
+    "rclone --transfers 16 --checkers 16": lambda b, s: rclone(b, s, True),
+    "aws s3 sync": aws,
+}
+
+
+def gen_tree(root, files, dirs, size_bytes):
+    """Random-content files, `dirs` folders, written cheaply (one open/write/close each)."""
+    if os.path.isdir(root):
+        return
+    tmp = root + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    blob = os.urandom(size_bytes + files)
+    for d in range(dirs):
+        os.makedirs(f"{tmp}/d{d:04}")
+    for i in range(files):
+        fd = os.open(f"{tmp}/d{i % dirs:04}/f{i:07}.bin", os.O_WRONLY | os.O_CREAT, 0o644)
+        os.write(fd, blob[i % files: i % files + size_bytes])
+        os.close(fd)
+    os.rename(tmp, root)
+
+
+def med(xs):
+    return statistics.median(xs)
+
+
+RESULTS = []  # (case, tool, figure text, raw value, unit)
+
+
+def record(case, tool, value, unit, fmt):
+    RESULTS.append((case, tool, value, unit, fmt.format(value)))
+    log(f"  {case} | {tool}: {fmt.format(value)}")
+
+
+def case_small_files():
+    n = size("small_files")
+    src = f"{WORK}/small"
+    gen_tree(src, n, 50, 4096)
+    first = {k: [] for k in PEERS}
+    again = {k: [] for k in PEERS}
+    for r in range(RUNS):
+        for name, fn in PEERS.items():
+            b = new_bucket("c1")
+            if fn is None:
+                agent = f"c1-{b}"
+                first[name].append(portail(b, src, agent)[0])
+                again[name].append(portail(b, src, agent)[0])
+            else:
+                first[name].append(fn(b, src)[0])
+                again[name].append(fn(b, src)[0])
+    for name in PEERS:
+        t = med(first[name])
+        record(f"1. first upload, {n} x 4 KiB in 50 folders", name, n / t, "files/s",
+               "{:.0f} files/s (" + f"{t:.2f} s)")
+    for name in PEERS:
+        record(f"2. no-change resync of case 1", name, med(again[name]), "s", "{:.3f} s")
+
+
+def case_big_file():
+    mib = size("big_file_mib")
+    src = f"{WORK}/big"
+    if not os.path.isdir(src):
+        os.makedirs(src + ".tmp", exist_ok=True)
+        with open(f"{src}.tmp/big.bin", "wb") as f:
+            for _ in range(mib):
+                f.write(os.urandom(1 << 20))
+        os.rename(src + ".tmp", src)
+    times = {k: [] for k in PEERS}
+    for r in range(RUNS):
+        for name, fn in PEERS.items():
+            b = new_bucket("c3")
+            times[name].append(portail(b, src, f"c3-{b}")[0] if fn is None else fn(b, src)[0])
+            shutil.rmtree(f"{WORK}/s3/{b}")  # keep the disk from filling up
+    for name in PEERS:
+        t = med(times[name])
+        record(f"3. one {mib} MiB file", name, mib / t, "MiB/s", "{:.0f} MiB/s (" + f"{t:.2f} s)")
+
+
+def case_many_files():
+    n = size("many_files")
+    src = f"{WORK}/many"
+    gen_tree(src, n, 200, 100)
+    b1, b2 = new_bucket("c4p"), new_bucket("c4r")
+    log(f"  case 4: initial uploads of {n} files (not timed)")
+    portail(b1, src, "c4")
+    rclone(b2, src, True)
+    tp, tr = [], []
+    for r in range(RUNS):
+        tp.append(portail(b1, src, "c4")[0])
+        tr.append(rclone(b2, src, True)[0])
+    record(f"4. no-change resync of {n} files", "portail", med(tp), "s", "{:.2f} s")
+    record(f"4. no-change resync of {n} files", "rclone --transfers 16 --checkers 16",
+           med(tr), "s", "{:.2f} s")
+
+
+def case_memory():
+    n = size("huge_tree")
+    src = f"{WORK}/huge"
+    log(f"  case 5: generating {n} files")
+    gen_tree(src, n, 1000, 16)
+    b = new_bucket("c5")
+    t1, rss1, _ = portail(b, src, "c5")
+    record(f"5. peak RSS, first pass over {n} files (upload)", "portail", rss1 / 1024, "MB",
+           "{:.0f} MB" + f" ({t1:.0f} s, {n / t1:.0f} files/s)")
+    t2, rss2, _ = portail(b, src, "c5")
+    record(f"5. peak RSS, no-change pass over {n} files (scan + catalog)", "portail",
+           rss2 / 1024, "MB", "{:.0f} MB" + f" ({t2:.1f} s)")
+    shutil.rmtree(f"{WORK}/s3/{b}")
+
+
+def wait_http(url, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return
+        except Exception:
+            time.sleep(0.1)
+    raise SystemExit(f"{url} never answered 200")
+
+
+def case_watch():
+    count = size("watch_count")
+    root = f"{WORK}/watchroot"
+    shutil.rmtree(root, ignore_errors=True)
+    os.makedirs(root)
+    b = new_bucket("c6")
+    addr = f"127.0.0.1:{free_port()}"
+    env = {**BASE_ENV, "AWS_BUCKET_NAME": b, "SYNC_ROOT": root, "AGENT_ID": "c6",
+           "METRICS_ADDR": addr}
+    agent = subprocess.Popen([f"{BIN}/portail-agent", "watch"], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_http(f"http://{addr}/readyz")
+        for rate in (10, 100):
+            n = min(count, rate * 10) if QUICK else count
+            out = subprocess.run(
+                [f"{BIN}/bench-watch", "--root", root, "--rate", str(rate), "--count", str(n)],
+                env=env, capture_output=True, text=True, timeout=600)
+            if out.returncode != 0:
+                raise SystemExit(f"bench-watch failed: {out.stderr}")
+            res = json.loads(out.stdout.strip().splitlines()[-1])
+            record(f"6. watch latency at {rate} changes/s ({res['count']} files), p50", "portail",
+                   res["p50_ms"], "ms", "{:.0f} ms")
+            record(f"6. watch latency at {rate} changes/s ({res['count']} files), p99", "portail",
+                   res["p99_ms"], "ms", "{:.0f} ms")
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(timeout=60)
+
+
+WRK_POST = """
+wrk.method = "POST"
+wrk.body = '{"expires_in_seconds": 300}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer %s"
+"""
+
+
+def wrk(url, script=None, seconds=10):
+    cmd = ["wrk", "-t2", "-c32", f"-d{3 if QUICK else seconds}s", "--latency"]
+    if script:
+        cmd += ["-s", script]
+    p = subprocess.run(cmd + [url], capture_output=True, text=True, timeout=120)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", p.stdout).group(1))
+    m = re.search(r"\s99%\s+([\d.]+)(us|ms|s)\b", p.stdout)
+    p99 = float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", p.stdout)
+    if non2xx:
+        raise SystemExit(f"wrk saw errors:\n{p.stdout}")
+    return rps, p99
+
+
+def case_url_service():
+    # A catalog row to presign: the case-1 tree synced by a dedicated agent.
+    b = new_bucket("c7")
+    src = f"{WORK}/c7src"
+    os.makedirs(src, exist_ok=True)
+    with open(f"{src}/hello.txt", "w") as f:
+        f.write("hello\n")
+    portail(b, src, "c7")
+    addr = f"127.0.0.1:{free_port()}"
+    env = {"AWS_BUCKET_NAME": b, "LISTEN_ADDR": addr}
+    _, _, token = run([f"{BIN}/portail-url-service", "token", "create", "--name",
+                       f"bench-{time.time_ns()}"], env=env)
+    token = token.strip()
+    svc = subprocess.Popen([f"{BIN}/portail-url-service", "serve"], env={**BASE_ENV, **env},
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_http(f"http://{addr}/healthz")
+        auth = {"Authorization": f"Bearer {token}"}
+        with urllib.request.urlopen(urllib.request.Request(
+                f"http://{addr}/v1/files?agent=c7", headers=auth)) as r:
+            file_id = json.load(r)["files"][0]["id"]
+        req = urllib.request.Request(f"http://{addr}/v1/links", method="POST",
+                                     data=json.dumps({"file_id": file_id}).encode(),
+                                     headers={**auth, "Content-Type": "application/json"})
+        with urllib.request.urlopen(req) as r:
+            link = json.load(r)["url"]
+        link_path = link[link.index("/l/"):]
+        script = f"{WORK}/post.lua"
+        with open(script, "w") as f:
+            f.write(WRK_POST % token)
+        rps, p99 = wrk(f"http://{addr}/v1/files/{file_id}/url", script)
+        record("7. url-service POST /v1/files/{id}/url (wrk -t2 -c32)", "portail", rps, "req/s",
+               "{:.0f} req/s, p99 " + f"{p99:.1f} ms")
+        rps, p99 = wrk(f"http://{addr}{link_path}")
+        record("7. url-service GET /l/{token} (wrk -t2 -c32)", "portail", rps, "req/s",
+               "{:.0f} req/s, p99 " + f"{p99:.1f} ms")
+    finally:
+        svc.send_signal(signal.SIGTERM)
+        svc.wait(timeout=30)
+
+
+def machine():
+    cores = os.cpu_count()
+    with open("/proc/meminfo") as f:
+        mem_kb = int(f.readline().split()[1])
+    cpu = "unknown CPU"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return f"{cores} cores ({cpu}), {mem_kb / 1024 / 1024:.0f} GiB RAM, {platform.platform()}"
+
+
+def versions():
+    rc = subprocess.run([RCLONE, "version"], capture_output=True, text=True).stdout.split("\n")[0]
+    aw = subprocess.run([AWSCLI, "--version"], capture_output=True, text=True)
+    aw = (aw.stdout or aw.stderr).split()[0]
+    return f"{rc}, {aw}"
+
+
+def table():
+    """Absolute figures per case and tool, and portail's ratio against each peer."""
+    higher_better = {"files/s", "MiB/s", "req/s"}
+    lines = ["| case | tool | figure | portail vs this tool |", "|---|---|---|---|"]
+    by_case = {}
+    for case, tool, value, unit, text in RESULTS:
+        by_case.setdefault(case, []).append((tool, value, unit, text))
+    for case, rows in by_case.items():
+        ours = next((v for t, v, _, _ in rows if t == "portail"), None)
+        for tool, value, unit, text in rows:
+            ratio = ""
+            if tool != "portail" and ours:
+                r = ours / value if unit in higher_better else value / ours
+                ratio = f"**{r:.2f}x** {'faster' if r >= 1 else 'slower'}"
+            lines.append(f"| {case} | {tool} | {text} | {ratio} |")
+    return "\n".join(lines)
+
+
+def main():
+    os.makedirs(f"{WORK}/s3", exist_ok=True)
+    s3 = subprocess.Popen([f"{BIN}/dev-s3", "--addr", f"127.0.0.1:{S3_PORT}",
+                           f"{WORK}/s3"], env=BASE_ENV, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)
+        cases = [case_small_files, case_big_file, case_many_files, case_memory, case_watch,
+                 case_url_service]
+        only = os.environ.get("BENCH_ONLY", "").split(",")
+        for c in cases:
+            if only != [""] and not any(o and o in c.__name__ for o in only):
+                continue
+            log(f"== {c.__name__}")
+            c()
+    finally:
+        s3.terminate()
+        s3.wait()
+    date = time.strftime("%Y-%m-%d")
+    body = f"""# Benchmarks
+
+`scripts/bench{' --quick' if QUICK else ''}` on {date}: {machine()}.
+Peers: {versions()}. Every tool uploads to the same local S3 server (`dev-s3`: s3s-fs with
+SigV4 checked), each into its own bucket; PostgreSQL is a local throwaway cluster (fsync off).
+Release build. {RUNS} run(s) per case, tools interleaved, medians shown. A ratio above 1 means
+portail is faster (or uses less).
+
+{table()}
+"""
+    print(body)
+    if os.environ.get("BENCH_OUT"):
+        with open(os.environ["BENCH_OUT"], "w") as f:
+            f.write(body)
+
+
+if __name__ == "__main__":
+    main()

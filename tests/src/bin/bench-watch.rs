@@ -1,0 +1,146 @@
+//! `bench-watch`: measures watch-mode latency for `scripts/bench` (case 6).
+//!
+//! In: a running `portail-agent watch` on ROOT (started by the harness), its catalog
+//! (DATABASE_URL) and bucket (AWS_* variables). It writes COUNT files at RATE per second and, for
+//! each, measures the time from the write's close to the moment both hold: the catalog row is
+//! `synced` with the file's MD5, and a HEAD on the object answers with that size. Out: one JSON
+//! line `{"rate":..,"count":..,"p50_ms":..,"p99_ms":..,"max_ms":..}` on stdout.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use md5::{Digest, Md5};
+use portail_core::config::FromEnv;
+
+#[derive(Debug, Parser)]
+#[command(name = "bench-watch")]
+struct Opt {
+    /// The directory the agent watches.
+    #[arg(long)]
+    root: std::path::PathBuf,
+    /// Files written per second.
+    #[arg(long)]
+    rate: u32,
+    /// Files written in all.
+    #[arg(long)]
+    count: u32,
+    /// The agent's S3_PREFIX.
+    #[arg(long, default_value = "")]
+    prefix: String,
+    /// Give up on a file after this many seconds.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let opt = Opt::parse();
+    let db = std::env::var("DATABASE_URL").context("DATABASE_URL")?;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&db)
+        .await?;
+    let bucket = std::env::var("AWS_BUCKET_NAME").context("AWS_BUCKET_NAME")?;
+    let s3_config: portail_core::config::S3Config = FromEnv::from_env()?;
+    let s3 = portail_core::s3::build_client(&s3_config).await;
+
+    let run = format!("run-{}-{}", opt.rate, std::process::id());
+    let dir = opt.root.join(&run);
+    std::fs::create_dir_all(&dir)?;
+    // Let the watcher add the new directory before the timed writes start.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, String, usize, Instant)>();
+    let writer = {
+        let dir = dir.clone();
+        let run = run.clone();
+        let (rate, count) = (opt.rate, opt.count);
+        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            let period = Duration::from_secs_f64(1.0 / f64::from(rate));
+            let start = Instant::now();
+            for i in 0..count {
+                let due = start + period * i;
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                let body = format!("bench {run} file {i}\n").repeat(16);
+                let name = format!("f{i:05}.txt");
+                let mut f = std::fs::File::create(dir.join(&name))?;
+                f.write_all(body.as_bytes())?;
+                drop(f); // the close: the clock starts here
+                let closed = Instant::now();
+                let md5 = hex::encode(Md5::digest(body.as_bytes()));
+                let _ = tx.send((format!("{run}/{name}"), md5, body.len(), closed));
+            }
+            Ok(())
+        })
+    };
+
+    let mut waiting: HashMap<String, (String, usize, Instant)> = HashMap::new();
+    let mut latencies = Vec::new();
+    let deadline_per_file = Duration::from_secs(opt.timeout);
+    let mut done_writing = false;
+    loop {
+        while let Ok((path, md5, size, at)) = rx.try_recv() {
+            waiting.insert(path, (md5, size, at));
+        }
+        if !done_writing && writer.is_finished() && rx.is_empty() {
+            done_writing = true;
+        }
+        if done_writing && waiting.is_empty() {
+            break;
+        }
+        if !waiting.is_empty() {
+            let paths: Vec<String> = waiting.keys().cloned().collect();
+            let rows: Vec<(String, Option<String>)> = sqlx::query_as(
+                "select path, md5 from files where status = 'synced' and path = any($1)",
+            )
+            .bind(&paths)
+            .fetch_all(&pool)
+            .await?;
+            for (path, md5) in rows {
+                let Some((want, size, at)) = waiting.get(&path).cloned() else {
+                    continue;
+                };
+                if md5.as_deref() != Some(want.as_str()) {
+                    continue;
+                }
+                let head = s3
+                    .head_object()
+                    .bucket(&bucket)
+                    .key(format!("{}{path}", opt.prefix))
+                    .send()
+                    .await;
+                if head.is_ok_and(|h| h.content_length() == Some(size as i64)) {
+                    latencies.push(at.elapsed());
+                    waiting.remove(&path);
+                }
+            }
+            if let Some((p, _)) = waiting
+                .iter()
+                .find(|(_, (_, _, at))| at.elapsed() > deadline_per_file)
+            {
+                anyhow::bail!("{p} not synced after {}s", opt.timeout);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    writer.await??;
+    latencies.sort();
+    let q = |p: f64| {
+        let i = ((latencies.len() as f64 - 1.0) * p).round() as usize;
+        latencies[i].as_secs_f64() * 1000.0
+    };
+    println!(
+        "{{\"rate\":{},\"count\":{},\"p50_ms\":{:.1},\"p99_ms\":{:.1},\"max_ms\":{:.1}}}",
+        opt.rate,
+        latencies.len(),
+        q(0.5),
+        q(0.99),
+        q(1.0)
+    );
+    Ok(())
+}
