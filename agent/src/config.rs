@@ -61,7 +61,9 @@ pub struct AgentSettings {
     #[serde(default = "default_multipart_threshold")]
     pub multipart_threshold: ByteSize,
     /// MULTIPART_PART_SIZE: the size of each part (S3 needs at least 5 MiB, except the last).
-    /// Default `16MiB`. Raised automatically when a file would need more than 10 000 parts.
+    /// Default `5MiB` (as rclone): on a 1 GiB file against a local server it beat 8 and 16 MiB
+    /// (8.4-9.2 s vs 9.5-9.6 s and 9.95 s) and holds less in memory. Raised automatically when
+    /// a file would need more than 10 000 parts.
     #[serde(default = "default_part_size")]
     pub multipart_part_size: ByteSize,
     /// EXCLUDE: comma-separated glob patterns, matched against the relative path, e.g.
@@ -140,7 +142,7 @@ fn default_multipart_threshold() -> ByteSize {
     ByteSize(64 << 20)
 }
 fn default_part_size() -> ByteSize {
-    ByteSize(16 << 20)
+    ByteSize(5 << 20)
 }
 
 impl FromEnv for AgentSettings {
