@@ -237,16 +237,8 @@ impl TestEnv {
         settings: AgentSettings,
         registry: &prometheus::Registry,
     ) -> Agent {
-        let client = self.s3.client().await;
-        Agent::start(
-            settings,
-            self.db.pool.clone(),
-            client,
-            self.bucket.clone(),
-            registry,
-        )
-        .await
-        .expect("agent start")
+        self.agent_with_client(settings, self.s3.client().await, registry)
+            .await
     }
 
     /// One full pass.
@@ -406,6 +398,31 @@ pub fn env_example_vars() -> (
         }
     }
     (service, compose)
+}
+
+/// The sum of a counter's values in `registry`, over the label sets that carry `label_value`
+/// (all of them when `None`).
+pub fn counter_sum(registry: &prometheus::Registry, name: &str, label_value: Option<&str>) -> f64 {
+    registry
+        .gather()
+        .iter()
+        .filter(|f| f.name() == name)
+        .flat_map(|f| f.get_metric().iter())
+        .filter(|m| label_value.is_none_or(|v| m.get_label().iter().any(|l| l.value() == v)))
+        .map(|m| m.get_counter().get_value())
+        .sum()
+}
+
+/// The body of a GET, as text (e.g. a `/metrics` scrape).
+pub async fn get_text(url: &str) -> String {
+    http_client()
+        .get(url)
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("body")
 }
 
 /// An HTTP client that never uses a proxy (tests stay on loopback).

@@ -8,18 +8,8 @@ use std::time::Duration;
 
 use portail_core::config::{DatabaseConfig, FromEnv, HumanDuration};
 use portail_tests::fault::{FaultProxy, Faults};
-use portail_tests::{eventually, start_watch, PgCluster, TestEnv};
+use portail_tests::{counter_sum, eventually, start_watch, PgCluster, TestEnv};
 use rand::Rng;
-
-fn metric(registry: &prometheus::Registry, name: &str) -> f64 {
-    registry
-        .gather()
-        .iter()
-        .filter(|f| f.name() == name)
-        .flat_map(|f| f.get_metric().iter())
-        .map(|m| m.get_counter().get_value())
-        .sum()
-}
 
 #[tokio::test]
 async fn a_fifth_of_s3_requests_failing_still_converges() {
@@ -67,7 +57,7 @@ async fn a_fifth_of_s3_requests_failing_still_converges() {
     let resets = proxy.injected.resets.load(Ordering::Relaxed);
     assert!(errors > 150, "only {errors} errors injected");
     assert!(resets > 5, "only {resets} resets injected");
-    let retries = metric(&registry, "portail_agent_s3_retries_total");
+    let retries = counter_sum(&registry, "portail_agent_s3_retries_total", None);
     assert!(
         retries >= (errors + resets) as f64 * 0.8,
         "{retries} retries counted for {errors} errors and {resets} resets"

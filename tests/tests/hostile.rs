@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use portail_core::catalog::FileStatus;
-use portail_tests::{md5_b64, md5_hex, TestEnv};
+use portail_tests::{counter_sum, md5_b64, md5_hex, TestEnv};
 use rand::Rng;
 
 /// s3s-fs (the test server) names a metadata file after the whole URL-encoded key, so keys
@@ -89,14 +89,11 @@ async fn unusual_names_sync_exactly_or_fail_with_a_reason() {
     // The 255-byte name and the 100-level path exceed what s3s-fs can store.
     assert_eq!(server_refused, 2);
     assert_eq!(report.failed.len(), server_refused);
-    let counted: f64 = registry
-        .gather()
-        .iter()
-        .filter(|f| f.name() == "portail_agent_errors_total")
-        .flat_map(|f| f.get_metric().iter())
-        .filter(|m| m.get_label().iter().any(|l| l.value() == "server_error"))
-        .map(|m| m.get_counter().get_value())
-        .sum();
+    let counted = counter_sum(
+        &registry,
+        "portail_agent_errors_total",
+        Some("server_error"),
+    );
     assert_eq!(counted, server_refused as f64, "each refusal is counted");
     // NFC and NFD are two files, two keys.
     assert!(env.object("caf\u{e9}.txt").await.is_some());

@@ -210,11 +210,6 @@ async fn a_flood_of_unknown_link_tokens_finds_nothing() {
     let real: Value = r.json().await.unwrap();
     let real = real["url"].as_str().unwrap();
     let token = &real[real.find("/l/").unwrap() + 3..];
-    let no_redirect = reqwest::Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
     // Near misses (one hex digit off), wrong lengths, and garbage: all 404, none 5xx.
     let mut guesses: Vec<String> = (0..token.len())
         .step_by(7)
@@ -234,7 +229,7 @@ async fn a_flood_of_unknown_link_tokens_finds_nothing() {
     let tasks: Vec<_> = (0..200)
         .map(|i| {
             let url = svc.url(&format!("/l/{}", guesses[i % guesses.len()]));
-            let c = no_redirect.clone();
+            let c = svc.http.clone();
             tokio::spawn(async move { c.get(url).send().await.unwrap().status().as_u16() })
         })
         .collect();
@@ -243,7 +238,8 @@ async fn a_flood_of_unknown_link_tokens_finds_nothing() {
         assert!(status == 404 || status == 400, "guess answered {status}");
     }
     // The real one still works.
-    let r = no_redirect
+    let r = svc
+        .http
         .get(svc.url(&format!("/l/{token}")))
         .send()
         .await

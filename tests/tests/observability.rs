@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use portail_tests::{eventually, free_addr, http_client, repo_file, TestEnv};
+use portail_tests::{eventually, free_addr, get_text, http_client, repo_file, TestEnv};
 use serde_json::{json, Value};
 
 /// Every PromQL expression in the dashboards, with the panel title.
@@ -148,14 +148,7 @@ async fn every_dashboard_and_alert_metric_is_exported() {
     })
     .await;
     let http = http_client();
-    let agent_scrape = http
-        .get(format!("http://{addr}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let agent_scrape = get_text(&format!("http://{addr}/metrics")).await;
     agent.start_kill().unwrap();
     agent.wait().await.unwrap();
 
@@ -186,26 +179,14 @@ async fn every_dashboard_and_alert_metric_is_exported() {
     let r = svc.post("/v1/links", json!({"file_id": id})).await;
     assert_eq!(r.status(), 201);
     let link: Value = r.json().await.unwrap();
-    let no_redirect = reqwest::Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
     let url = link["url"].as_str().unwrap();
-    let click = no_redirect
+    let click = http
         .get(svc.url(&url[url.find("/l/").unwrap()..]))
         .send()
         .await
         .unwrap();
     assert_eq!(click.status(), 302);
-    let url_scrape = http
-        .get(svc.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let url_scrape = get_text(&svc.url("/metrics")).await;
 
     // Values that prove the scrapes saw the real work, not just registered names.
     assert!(

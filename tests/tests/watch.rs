@@ -22,10 +22,6 @@ async fn start(env: &TestEnv, settings: AgentSettings) -> Watching {
     start_watch(env.agent(settings).await).await
 }
 
-async fn mirrored(env: &TestEnv, agent_id: i64, path: &str, bytes: &[u8]) -> bool {
-    env.mirrored(agent_id, path, bytes).await
-}
-
 async fn status(env: &TestEnv, agent_id: i64, path: &str) -> Option<FileStatus> {
     catalog::rows_by_paths(&env.db.pool, agent_id, &[path.to_string()])
         .await
@@ -41,15 +37,15 @@ async fn create_modify_move_and_delete_reach_s3_and_the_catalog() {
     let w = start(&env, fast(env.settings())).await;
     let id = w.agent.id;
     eventually(20, "initial pass", || {
-        mirrored(&env, id, "before.txt", b"there at start")
+        env.mirrored(id, "before.txt", b"there at start")
     })
     .await;
 
     env.write("new.txt", b"created");
-    eventually(20, "create", || mirrored(&env, id, "new.txt", b"created")).await;
+    eventually(20, "create", || env.mirrored(id, "new.txt", b"created")).await;
     env.write("new.txt", b"modified, longer");
     eventually(20, "modify", || {
-        mirrored(&env, id, "new.txt", b"modified, longer")
+        env.mirrored(id, "new.txt", b"modified, longer")
     })
     .await;
 
@@ -60,7 +56,7 @@ async fn create_modify_move_and_delete_reach_s3_and_the_catalog() {
     )
     .unwrap();
     eventually(20, "move target", || {
-        mirrored(&env, id, "moved/after.txt", b"there at start")
+        env.mirrored(id, "moved/after.txt", b"there at start")
     })
     .await;
     eventually(20, "move source deleted", || async {
@@ -91,7 +87,7 @@ async fn create_modify_move_and_delete_reach_s3_and_the_catalog() {
     assert!(env.object("new.txt").await.is_none());
     // A deleted file that comes back is uploaded again.
     env.write("new.txt", b"back");
-    eventually(20, "re-create", || mirrored(&env, id, "new.txt", b"back")).await;
+    eventually(20, "re-create", || env.mirrored(id, "new.txt", b"back")).await;
     w.stop().await;
 }
 
@@ -115,13 +111,13 @@ async fn deep_new_directories_and_a_burst_of_2000_files_are_picked_up() {
     eventually(20, "deep files", || async {
         let mut all = true;
         for i in 0..5 {
-            all &= mirrored(
-                &env,
-                id,
-                &format!("{deep}/f{i}.txt"),
-                format!("deep {i}").as_bytes(),
-            )
-            .await;
+            all &= env
+                .mirrored(
+                    id,
+                    &format!("{deep}/f{i}.txt"),
+                    format!("deep {i}").as_bytes(),
+                )
+                .await;
         }
         all
     })
@@ -135,7 +131,10 @@ async fn deep_new_directories_and_a_burst_of_2000_files_are_picked_up() {
     })
     .await;
     assert_eq!(env.keys().await.len(), 2005);
-    assert!(mirrored(&env, id, "burst/07/file1007.txt", b"burst 1007").await);
+    assert!(
+        env.mirrored(id, "burst/07/file1007.txt", b"burst 1007")
+            .await
+    );
     w.stop().await;
 }
 
@@ -145,10 +144,7 @@ async fn an_atomic_save_updates_in_place_and_never_deletes() {
     env.write("doc.txt", b"version 1");
     let w = start(&env, fast(env.settings())).await;
     let id = w.agent.id;
-    eventually(20, "initial", || {
-        mirrored(&env, id, "doc.txt", b"version 1")
-    })
-    .await;
+    eventually(20, "initial", || env.mirrored(id, "doc.txt", b"version 1")).await;
     // What editors do: write a temp file, then rename it over the target.
     env.write("doc.txt.tmp", b"version 2, saved atomically");
     std::fs::rename(
@@ -157,7 +153,7 @@ async fn an_atomic_save_updates_in_place_and_never_deletes() {
     )
     .unwrap();
     eventually(20, "saved", || {
-        mirrored(&env, id, "doc.txt", b"version 2, saved atomically")
+        env.mirrored(id, "doc.txt", b"version 2, saved atomically")
     })
     .await;
     // Let any (wrong) delete grace expire before judging.
@@ -187,7 +183,7 @@ async fn a_forced_rescan_catches_what_the_watcher_cannot_see() {
     env.write("a.txt", b"content");
     let w = start(&env, fast(env.settings())).await;
     let id = w.agent.id;
-    eventually(20, "initial", || mirrored(&env, id, "a.txt", b"content")).await;
+    eventually(20, "initial", || env.mirrored(id, "a.txt", b"content")).await;
     // Drift no file-system event can report (as if events were lost to a queue overflow):
     // the catalog no longer vouches for the object. Only a full reconcile repairs it.
     sqlx::query("update files set status = 'error', last_error = 'simulated' where path = 'a.txt'")
@@ -202,7 +198,7 @@ async fn a_forced_rescan_catches_what_the_watcher_cannot_see() {
     );
     w.handle.rescan(RescanCause::Overflow);
     eventually(20, "the full reconcile repairs it", || {
-        mirrored(&env, id, "a.txt", b"content")
+        env.mirrored(id, "a.txt", b"content")
     })
     .await;
     assert_eq!(
@@ -244,14 +240,7 @@ async fn sigterm_exits_cleanly_and_health_answers() {
             .is_ok_and(|r| r.status() == 200)
     })
     .await;
-    let metrics = http
-        .get(format!("http://{addr}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = portail_tests::get_text(&format!("http://{addr}/metrics")).await;
     assert!(
         metrics.contains("portail_agent_watch_rescans_total{cause=\"startup\"} 1"),
         "{metrics}"
@@ -340,7 +329,7 @@ async fn a_database_outage_is_survived_and_caught_up() {
     let w = start(&env, fast(env.settings())).await;
     let id = w.agent.id;
     eventually(20, "initial", || {
-        mirrored(&env, id, "a.txt", b"before the outage")
+        env.mirrored(id, "a.txt", b"before the outage")
     })
     .await;
 
@@ -356,8 +345,11 @@ async fn a_database_outage_is_survived_and_caught_up() {
     cluster.resume();
 
     eventually(90, "caught up after the outage", || async {
-        mirrored(&env, id, "b.txt", b"written while the database is down").await
-            && mirrored(&env, id, "a.txt", b"changed while the database is down").await
+        env.mirrored(id, "b.txt", b"written while the database is down")
+            .await
+            && env
+                .mirrored(id, "a.txt", b"changed while the database is down")
+                .await
     })
     .await;
     let rows: i64 = sqlx::query_scalar("select count(*) from files")
