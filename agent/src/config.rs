@@ -54,7 +54,8 @@ pub struct AgentSettings {
     /// Default `127.0.0.1:9101`.
     #[serde(default = "default_metrics_addr")]
     pub metrics_addr: String,
-    /// UPLOAD_CONCURRENCY: files (or multipart parts) in flight at once. Default 16.
+    /// UPLOAD_CONCURRENCY: S3 requests in flight at once (see
+    /// [`crate::transfer::TransferConfig::requests_in_flight`]). Default 16.
     #[serde(default = "default_upload_concurrency")]
     pub upload_concurrency: usize,
     /// MULTIPART_THRESHOLD: files at least this large use multipart upload. Default `64MiB`.
@@ -214,9 +215,19 @@ impl AgentSettings {
             })
     }
 
+    /// How the transfer stage uses S3. Built once, when the agent starts.
+    pub fn transfer(&self) -> crate::transfer::TransferConfig {
+        crate::transfer::TransferConfig {
+            multipart_threshold: self.multipart_threshold.0,
+            part_size: self.multipart_part_size.0,
+            requests_in_flight: self.upload_concurrency,
+            parts_per_file: crate::transfer::TransferConfig::PARTS_PER_FILE,
+        }
+    }
+
     /// The delete guards these settings describe.
-    pub fn delete_guards(&self) -> crate::plan::DeleteGuards {
-        crate::plan::DeleteGuards {
+    pub fn delete_guards(&self) -> crate::delete::DeleteGuards {
+        crate::delete::DeleteGuards {
             max_delete: self.max_delete,
             max_delete_percent: self.max_delete_percent,
             allow_empty_root: self.allow_empty_root,

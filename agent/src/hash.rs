@@ -1,4 +1,4 @@
-//! Stage 2, hash: read a file once and compute its MD5.
+//! Stage 3, hash: read a file once and compute its MD5.
 //!
 //! In: an absolute path and the metadata the scan saw. Out: a [`Hashed`] file (MD5, the
 //! metadata observed while reading, and for small files the bytes themselves, so the upload
@@ -15,6 +15,7 @@ use std::path::Path;
 
 use md5::{Digest, Md5};
 
+use crate::report::FailureKind;
 use crate::scan::FileMeta;
 
 /// Read buffer for streaming hashes.
@@ -46,28 +47,33 @@ pub enum HashError {
     /// Any other I/O error, e.g. permission denied.
     #[error("read failed: {0}")]
     Io(#[from] std::io::Error),
+    /// The blocking task that read the file panicked.
+    #[error("the read task panicked: {0}")]
+    Panicked(String),
 }
 
 impl HashError {
-    /// Every label [`HashError::kind`] returns.
-    pub const KINDS: [&'static str; 5] = [
-        "vanished",
-        "not_regular",
-        "changed",
-        "permission_denied",
-        "io",
+    /// The kinds [`HashError::kind`] returns in normal operation (a panic is not exported
+    /// as a zero series).
+    pub const KINDS: [FailureKind; 5] = [
+        FailureKind::Vanished,
+        FailureKind::NotRegular,
+        FailureKind::Changed,
+        FailureKind::PermissionDenied,
+        FailureKind::Io,
     ];
 
-    /// The metric label.
-    pub fn kind(&self) -> &'static str {
+    /// The bounded kind, for metrics.
+    pub fn kind(&self) -> FailureKind {
         match self {
-            HashError::Vanished => "vanished",
-            HashError::NotRegular => "not_regular",
-            HashError::Changed => "changed",
+            HashError::Vanished => FailureKind::Vanished,
+            HashError::NotRegular => FailureKind::NotRegular,
+            HashError::Changed => FailureKind::Changed,
             HashError::Io(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                "permission_denied"
+                FailureKind::PermissionDenied
             }
-            HashError::Io(_) => "io",
+            HashError::Io(_) => FailureKind::Io,
+            HashError::Panicked(_) => FailureKind::Panic,
         }
     }
 }

@@ -30,14 +30,7 @@ pub fn router(
                 let watch = watch.clone();
                 async move {
                     let db = portail_core::catalog::ping(&agent.pool).await.is_ok();
-                    let s3 = agent
-                        .transfer
-                        .client()
-                        .head_bucket()
-                        .bucket(agent.transfer.bucket())
-                        .send()
-                        .await
-                        .is_ok();
+                    let s3 = agent.transfer.bucket_reachable().await;
                     let watcher = watch
                         .get()
                         .is_some_and(|h| h.health.watcher_alive.load(Ordering::Relaxed));

@@ -1,29 +1,48 @@
 //! portail-agent: mirrors a local directory tree to S3 and records every file in PostgreSQL.
 //!
-//! The pipeline has one module per stage — [`scan`], [`hash`], [`plan`], [`transfer`],
-//! [`catalog`] — driven by [`sync_once`] in [`mod@sync`]. [`Agent::start`] wires the stages to
-//! real servers; [`cli`] is what `main.rs` runs.
+//! A pass ([`sync_once`], in [`mod@pass`]) runs the pipeline, one module per stage, in this
+//! order:
+//!
+//! 1. [`scan`]: walk SYNC_ROOT; regular files come out in bytewise path order;
+//! 2. [`merge`]: the one lock-step merge of the walk with the catalog's rows, into
+//!    `Unchanged | Work | Gone`;
+//! 3. [`hash`]: read each file of the work once, for its MD5;
+//! 4. [`transfer`]: write to S3 (upload, multipart, or a server-side copy for a rename);
+//! 5. [`record`]: turn each file's outcome into metrics, a log line, the report and a batched
+//!    catalog write;
+//! 6. [`delete`]: after every upload, delete what is gone, behind the guards.
+//!
+//! [`file`] is one file's way through stages 3 and 4 (hash → decide → store → confirm → row).
+//! [`watch`] runs the same stages for the paths that inotify names; [`verify`] runs the merge
+//! read-only and compares with S3. [`Agent::start`] wires the stages to real servers; [`cli`] is
+//! what `main.rs` runs; [`report`] holds the words a pass reports in.
 
-pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod delete;
+pub mod file;
 pub mod hash;
 pub mod health;
+pub mod merge;
 pub mod metrics;
-pub mod plan;
+pub mod pass;
 pub mod progress;
+pub mod record;
+pub mod report;
 pub mod scan;
-pub mod sync;
 pub mod transfer;
 pub mod verify;
 pub mod watch;
+
+use std::sync::Arc;
 
 use anyhow::Context;
 use portail_core::catalog::NewAgent;
 use sqlx::PgPool;
 
 pub use config::{AgentConfig, AgentSettings};
-pub use sync::{sync_once, SyncOptions, SyncReport};
+pub use pass::{sync_once, SyncOptions};
+pub use report::SyncReport;
 
 /// A running agent: its settings, its catalog identity and its connections.
 #[derive(Debug, Clone)]
@@ -36,7 +55,7 @@ pub struct Agent {
     pub prefix: String,
     /// The catalog pool.
     pub pool: PgPool,
-    /// The S3 side.
+    /// The S3 side: the only holder of the S3 client.
     pub transfer: transfer::Transfer,
     /// Metric handles.
     pub metrics: metrics::AgentMetrics,
@@ -45,8 +64,9 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Connects the stages: registers the agent in the catalog (running migrations first) and
-    /// registers its metrics. Fails if the database is unreachable.
+    /// Connects the stages: registers the agent in the catalog (running migrations first),
+    /// registers its metrics, and aborts the multipart uploads an earlier run left behind.
+    /// Fails if the database is unreachable.
     pub async fn start(
         settings: AgentSettings,
         pool: PgPool,
@@ -57,16 +77,13 @@ impl Agent {
         portail_core::catalog::migrate(&pool)
             .await
             .context("running migrations")?;
-        let name = settings.agent_name();
         let prefix = settings.key_prefix();
-        let hostname = config::hostname_or_unknown();
-        let root = settings.sync_root.to_string_lossy().into_owned();
         let row = portail_core::catalog::register_agent(
             &pool,
             &NewAgent {
-                name: &name,
-                hostname: &hostname,
-                root: &root,
+                name: &settings.agent_name(),
+                hostname: &config::hostname_or_unknown(),
+                root: &settings.sync_root.to_string_lossy(),
                 bucket: &bucket,
                 prefix: &prefix,
             },
@@ -75,17 +92,13 @@ impl Agent {
         .context("registering the agent")?;
         let excludes = scan::Excludes::new(&settings.exclude)?;
         let metrics = metrics::AgentMetrics::register(registry)?;
-        let transfer = transfer::Transfer::new(
-            portail_core::s3::count_retries(&s3, metrics.s3_retries.clone()),
-            bucket,
-            settings.multipart_threshold.0,
-            settings.multipart_part_size.0,
-            settings.upload_concurrency,
-        )
-        .with_journal(transfer::Journal {
+        let s3 = portail_core::s3::count_retries(&s3, metrics.s3_retries.clone());
+        let journal = record::CatalogJournal {
             pool: pool.clone(),
             agent_id: row.id,
-        });
+        };
+        let transfer = transfer::Transfer::new(s3, bucket, settings.transfer())
+            .with_journal(Arc::new(journal));
         let stale = transfer.abort_stale_multiparts(&prefix).await?;
         if stale > 0 {
             tracing::warn!(

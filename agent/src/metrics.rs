@@ -53,88 +53,72 @@ pub struct AgentMetrics {
 impl AgentMetrics {
     /// Creates and registers every metric.
     pub fn register(registry: &Registry) -> prometheus::Result<Self> {
-        fn reg<M: prometheus::core::Collector + Clone + 'static>(
-            r: &Registry,
-            m: M,
-        ) -> prometheus::Result<M> {
-            r.register(Box::new(m.clone()))?;
-            Ok(m)
-        }
-        let counter = |name: &str, help: &str| reg(registry, IntCounter::new(name, help)?);
-        let gauge = |name: &str, help: &str| reg(registry, IntGauge::new(name, help)?);
-        let vec = |name: &str, help: &str, labels: &[&str]| {
-            reg(registry, IntCounterVec::new(Opts::new(name, help), labels)?)
-        };
+        let r = Reg(registry);
+        let upload_buckets = exponential_buckets(0.001, 2.5, 14)?;
         let metrics = AgentMetrics {
-            files_scanned: counter(names::AGENT_FILES_SCANNED, "Regular files seen by scans.")?,
-            files_uploaded: counter(
+            files_scanned: r.counter(names::AGENT_FILES_SCANNED, "Regular files seen by scans.")?,
+            files_uploaded: r.counter(
                 names::AGENT_FILES_UPLOADED,
                 "Files whose bytes were uploaded.",
             )?,
-            bytes_uploaded: counter(names::AGENT_BYTES_UPLOADED, "Bytes uploaded.")?,
-            files_deleted: counter(
+            bytes_uploaded: r.counter(names::AGENT_BYTES_UPLOADED, "Bytes uploaded.")?,
+            files_deleted: r.counter(
                 names::AGENT_FILES_DELETED,
                 "Files deleted from S3 or marked deleted.",
             )?,
-            files_renamed: counter(
+            files_renamed: r.counter(
                 names::AGENT_FILES_RENAMED,
                 "Files renamed with a server-side copy.",
             )?,
-            files_skipped: vec(
+            files_skipped: r.vec(
                 names::AGENT_FILES_SKIPPED,
                 "Entries not synced, by reason.",
                 &["reason"],
             )?,
-            errors: vec(
+            errors: r.vec(
                 names::AGENT_ERRORS,
                 "Errors, by pipeline stage and kind.",
                 &["stage", "kind"],
             )?,
-            upload_duration: reg(
-                registry,
-                Histogram::with_opts(
-                    HistogramOpts::new(names::AGENT_UPLOAD_DURATION, "Seconds per file upload.")
-                        .buckets(exponential_buckets(0.001, 2.5, 14)?),
-                )?,
-            )?,
-            hash_bytes: counter(names::AGENT_HASH_BYTES, "Bytes read to compute MD5s.")?,
-            pending_files: gauge(
+            upload_duration: r.add(Histogram::with_opts(
+                HistogramOpts::new(names::AGENT_UPLOAD_DURATION, "Seconds per file upload.")
+                    .buckets(upload_buckets),
+            )?)?,
+            hash_bytes: r.counter(names::AGENT_HASH_BYTES, "Bytes read to compute MD5s.")?,
+            pending_files: r.gauge(
                 names::AGENT_PENDING_FILES,
                 "Files not synced after the last pass.",
             )?,
-            tracked_files: gauge(
+            tracked_files: r.gauge(
                 names::AGENT_TRACKED_FILES,
                 "Files the catalog tracks as synced.",
             )?,
-            tracked_bytes: gauge(
+            tracked_bytes: r.gauge(
                 names::AGENT_TRACKED_BYTES,
                 "Bytes the catalog tracks as synced.",
             )?,
-            last_full_scan: gauge(
+            last_full_scan: r.gauge(
                 names::AGENT_LAST_FULL_SCAN,
                 "Unix time of the last completed full scan.",
             )?,
-            last_success: gauge(
+            last_success: r.gauge(
                 names::AGENT_LAST_SUCCESS,
                 "Unix time of the last pass that converged.",
             )?,
-            watch_rescans: vec(
+            watch_rescans: r.vec(
                 names::AGENT_WATCH_RESCANS,
                 "Full reconciles run by watch mode, by cause.",
                 &["cause"],
             )?,
-            sync_lag: reg(
-                registry,
-                prometheus::Gauge::new(
-                    names::AGENT_SYNC_LAG,
-                    "Age in seconds of the oldest change seen but not yet synced.",
-                )?,
-            )?,
-            s3_retries: counter(
+            sync_lag: r.add(prometheus::Gauge::new(
+                names::AGENT_SYNC_LAG,
+                "Age in seconds of the oldest change seen but not yet synced.",
+            )?)?,
+            s3_retries: r.counter(
                 names::AGENT_S3_RETRIES,
                 "S3 requests retried by the SDK (5xx, SlowDown, timeouts, resets).",
             )?,
-            deletes_blocked: vec(
+            deletes_blocked: r.vec(
                 names::AGENT_DELETES_BLOCKED,
                 "Passes whose deletes a guard refused, by guard.",
                 &["guard"],
@@ -147,7 +131,7 @@ impl AgentMetrics {
     /// Exports a zero for every known label set, so dashboards and alerts see a series (and
     /// `increase()` sees the first event) before anything happens.
     fn zero_known_labels(&self) {
-        for g in crate::plan::Guard::ALL {
+        for g in crate::delete::Guard::ALL {
             self.deletes_blocked.with_label_values(&[g.label()]);
         }
         for c in crate::watch::RescanCause::ALL {
@@ -156,21 +140,31 @@ impl AgentMetrics {
         for r in crate::scan::SkipReason::ALL {
             self.files_skipped.with_label_values(&[r.label()]);
         }
-        let errors = [
-            ("scan", "io"),
-            ("transfer", "changing"),
-            ("delete", "s3_error"),
-        ]
-        .into_iter()
-        .chain(crate::hash::HashError::KINDS.map(|k| ("hash", k)))
-        .chain(crate::transfer::TransferError::KINDS.map(|k| ("transfer", k)))
-        .chain(PASS_ERROR_KINDS.map(|k| ("pass", k)));
-        for (stage, kind) in errors {
-            self.errors.with_label_values(&[stage, kind]);
+        for (stage, kind) in crate::report::known_errors() {
+            self.errors
+                .with_label_values(&[stage.label(), kind.label()]);
         }
     }
 }
 
-/// `kind` labels of `errors_total{stage="pass"}`: a whole watch-mode pass or batch that failed
-/// (PostgreSQL or S3 unreachable); the work is retried with backoff.
-pub const PASS_ERROR_KINDS: [&str; 2] = ["full_reconcile", "batch"];
+/// Registers metrics on one registry.
+struct Reg<'a>(&'a Registry);
+
+impl Reg<'_> {
+    fn add<M: prometheus::core::Collector + Clone + 'static>(&self, m: M) -> prometheus::Result<M> {
+        self.0.register(Box::new(m.clone()))?;
+        Ok(m)
+    }
+
+    fn counter(&self, name: &str, help: &str) -> prometheus::Result<IntCounter> {
+        self.add(IntCounter::new(name, help)?)
+    }
+
+    fn gauge(&self, name: &str, help: &str) -> prometheus::Result<IntGauge> {
+        self.add(IntGauge::new(name, help)?)
+    }
+
+    fn vec(&self, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
+        self.add(IntCounterVec::new(Opts::new(name, help), labels)?)
+    }
+}

@@ -280,6 +280,38 @@ pub fn scan_subtree(
     walk(root, &root.join(sub), prefix, excludes, on_file)
 }
 
+/// How many regular files a walk finds, and how many entries it cannot read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TreeCount {
+    /// Regular files that would be synced.
+    pub files: u64,
+    /// Entries that could not be read.
+    pub failures: u64,
+}
+
+/// Counts what a pass's walk would find now, without keeping it. Blocking.
+pub fn count(root: &Path, prefix: &str, excludes: &Excludes) -> TreeCount {
+    let mut files = 0;
+    let out = walk(root, root, prefix, excludes, |_| {
+        files += 1;
+        true
+    });
+    TreeCount {
+        files,
+        failures: out.failures.len() as u64,
+    }
+}
+
+/// What the walk makes of one entry.
+enum Visit {
+    File(LocalFile),
+    Dir,
+    /// An excluded directory: skip it and everything below.
+    SkipDir(Skipped),
+    Skipped(Skipped),
+    Failed(ScanFailure),
+}
+
 fn walk(
     root: &Path,
     start: &Path,
@@ -293,72 +325,72 @@ fn walk(
         .sort_by(byte_order)
         .into_iter();
     while let Some(item) = walk.next() {
-        let entry = match item {
-            Ok(e) => e,
-            Err(err) => {
-                let path = err
+        let visit = match item {
+            Ok(e) if e.depth() == 0 => continue,
+            Ok(e) => visit(root, &e, prefix, excludes),
+            Err(err) => Visit::Failed(ScanFailure {
+                path: err
                     .path()
                     .map(|p| relative(root, p).0)
-                    .unwrap_or_else(|| root.display().to_string());
-                out.failures.push(ScanFailure {
-                    path,
-                    error: err.to_string(),
-                });
-                continue;
-            }
+                    .unwrap_or_else(|| root.display().to_string()),
+                error: err.to_string(),
+            }),
         };
-        if entry.depth() == 0 {
-            continue;
-        }
-        let (rel, utf8) = relative(root, entry.path());
-        let ft = entry.file_type();
-        if ft.is_dir() {
-            if utf8 && excludes.is_excluded(&rel, true) {
-                out.skipped.push(Skipped {
-                    path: rel,
-                    raw_hex: None,
-                    reason: SkipReason::Excluded,
-                });
-                walk.skip_current_dir();
-            }
-            continue;
-        }
-        if utf8 && excludes.is_excluded(&rel, false) {
-            out.skipped.push(Skipped {
-                path: rel,
-                raw_hex: None,
-                reason: SkipReason::Excluded,
-            });
-            continue;
-        }
-        if let Some(reason) = skip_reason(ft, utf8, prefix, &rel) {
-            let raw_hex = (!utf8).then(|| hex::encode(relative_bytes(root, entry.path())));
-            out.skipped.push(Skipped {
-                path: rel,
-                raw_hex,
-                reason,
-            });
-            continue;
-        }
-        match entry.metadata() {
-            Ok(m) => {
-                let meta = FileMeta::from_metadata(&m);
-                let file = LocalFile {
-                    key: format!("{prefix}{rel}"),
-                    path: rel,
-                    meta,
-                };
+        match visit {
+            Visit::File(file) => {
                 if !on_file(file) {
                     break;
                 }
             }
-            Err(err) => out.failures.push(ScanFailure {
-                path: rel,
-                error: err.to_string(),
-            }),
+            Visit::Dir => {}
+            Visit::SkipDir(s) => {
+                out.skipped.push(s);
+                walk.skip_current_dir();
+            }
+            Visit::Skipped(s) => out.skipped.push(s),
+            Visit::Failed(f) => out.failures.push(f),
         }
     }
     out
+}
+
+/// Classifies one entry of the walk.
+fn visit(root: &Path, entry: &DirEntry, prefix: &str, excludes: &Excludes) -> Visit {
+    let (rel, utf8) = relative(root, entry.path());
+    let ft = entry.file_type();
+    let excluded = |rel: String| Skipped {
+        path: rel,
+        raw_hex: None,
+        reason: SkipReason::Excluded,
+    };
+    if ft.is_dir() {
+        if utf8 && excludes.is_excluded(&rel, true) {
+            return Visit::SkipDir(excluded(rel));
+        }
+        return Visit::Dir;
+    }
+    if utf8 && excludes.is_excluded(&rel, false) {
+        return Visit::Skipped(excluded(rel));
+    }
+    if let Some(reason) = skip_reason(ft, utf8, prefix, &rel) {
+        let raw_hex = (!utf8).then(|| hex::encode(relative_bytes(root, entry.path())));
+        return Visit::Skipped(Skipped {
+            path: rel,
+            raw_hex,
+            reason,
+        });
+    }
+    match entry.metadata() {
+        Ok(m) => Visit::File(LocalFile {
+            key: format!("{prefix}{rel}"),
+            path: rel,
+            meta: FileMeta::from_metadata(&m),
+        }),
+        Err(err) => Visit::Failed(ScanFailure {
+            path: rel,
+            error: err.to_string(),
+        }),
+    }
 }
 
 fn relative_bytes<'a>(root: &Path, path: &'a Path) -> &'a [u8] {

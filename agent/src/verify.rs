@@ -9,13 +9,13 @@
 use std::collections::HashMap;
 
 use anyhow::Context;
-use aws_sdk_s3::error::DisplayErrorContext;
-use base64::Engine;
 use futures::stream::{self, StreamExt};
 use portail_core::catalog::{self, FileRow, FileStatus};
 
 use crate::config::DeleteMode;
-use crate::{plan, scan, Agent};
+use crate::merge::{self, Entry};
+use crate::transfer::ListedObject;
+use crate::{scan, Agent};
 
 /// One disagreement between the tree, the catalog and S3.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,64 +67,18 @@ pub struct VerifyReport {
 
 /// Compares the tree, the catalog and S3.
 pub async fn verify(agent: &Agent) -> anyhow::Result<VerifyReport> {
-    let mut report = VerifyReport::default();
-    let (root, prefix, excludes) = (
-        agent.settings.sync_root.clone(),
-        agent.prefix.clone(),
-        agent.excludes.clone(),
-    );
-    let scanned =
-        tokio::task::spawn_blocking(move || scan::scan(&root, &prefix, &excludes)).await??;
-    report.drift.extend(
-        scanned
-            .failures
-            .iter()
-            .map(|f| Drift::Unreadable(f.path.clone())),
-    );
     let rows = catalog::files_of_agent(&agent.pool, agent.id)
         .await
         .context("reading the catalog")?;
-    let planned = plan::plan(scanned.files, rows.clone());
-    for w in &planned.work {
-        report.drift.push(match &w.previous {
-            Some(r) if r.status == FileStatus::Synced => {
-                Drift::ChangedLocally(w.local.path.clone())
-            }
-            _ => Drift::NotSynced(w.local.path.clone()),
-        });
-    }
-    report.drift.extend(
-        planned
-            .gone
-            .iter()
-            .map(|r| Drift::MissingLocally(r.path.clone())),
-    );
-
-    // What S3 holds under the prefix: key -> (size, etag).
-    let client = agent.transfer.client();
-    let mut objects: HashMap<String, (i64, String)> = HashMap::new();
-    let mut pages = client
-        .list_objects_v2()
-        .bucket(agent.transfer.bucket())
-        .prefix(&agent.prefix)
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        let page =
-            page.map_err(|e| anyhow::anyhow!("listing the bucket: {}", DisplayErrorContext(&e)))?;
-        for o in page.contents() {
-            if let Some(k) = o.key() {
-                objects.insert(
-                    k.to_string(),
-                    (
-                        o.size().unwrap_or(-1),
-                        o.e_tag().unwrap_or_default().trim_matches('"').to_string(),
-                    ),
-                );
-            }
-        }
-    }
-
+    let mut report = VerifyReport {
+        checked: 0,
+        drift: tree_drift(agent, rows.clone()).await?,
+    };
+    let objects = agent
+        .transfer
+        .list_objects(&agent.prefix)
+        .await
+        .context("listing the bucket")?;
     let synced: Vec<&FileRow> = rows
         .iter()
         .filter(|r| r.status == FileStatus::Synced)
@@ -135,12 +89,57 @@ pub async fn verify(agent: &Agent) -> anyhow::Result<VerifyReport> {
             .iter()
             .map(|r| check_object(agent, r, objects.get(&r.s3_key))),
     )
-    .buffer_unordered(agent.settings.upload_concurrency)
+    .buffer_unordered(agent.transfer.config().requests_in_flight)
     .filter_map(|d| async move { d })
     .collect::<Vec<_>>()
     .await;
     report.drift.extend(checks);
+    report.drift.extend(orphans(agent, &rows, &objects).await?);
+    report.drift.sort_by_key(|d| d.to_string());
+    Ok(report)
+}
 
+/// The tree against the catalog: the same merge a pass runs, read-only.
+async fn tree_drift(agent: &Agent, rows: Vec<FileRow>) -> anyhow::Result<Vec<Drift>> {
+    let (root, prefix, excludes) = (
+        agent.settings.sync_root.clone(),
+        agent.prefix.clone(),
+        agent.excludes.clone(),
+    );
+    let scanned =
+        tokio::task::spawn_blocking(move || scan::scan(&root, &prefix, &excludes)).await??;
+    let mut drift: Vec<Drift> = scanned
+        .failures
+        .iter()
+        .map(|f| Drift::Unreadable(f.path.clone()))
+        .collect();
+    for entry in merge::merge_all(scanned.files, rows, PAGE).await? {
+        drift.push(match entry {
+            Entry::Unchanged(_) => continue,
+            Entry::Work(w)
+                if w.previous
+                    .as_ref()
+                    .is_some_and(|r| r.status == FileStatus::Synced) =>
+            {
+                Drift::ChangedLocally(w.local.path)
+            }
+            Entry::Work(w) => Drift::NotSynced(w.local.path),
+            Entry::Gone(r) => Drift::MissingLocally(r.path),
+        });
+    }
+    Ok(drift)
+}
+
+/// Rows per page of the in-memory merge.
+const PAGE: i64 = 5000;
+
+/// Objects under the prefix that no row claims (a deleted row claims nothing unless
+/// DELETE_MODE=keep left its object on purpose).
+async fn orphans(
+    agent: &Agent,
+    rows: &[FileRow],
+    objects: &HashMap<String, ListedObject>,
+) -> anyhow::Result<Vec<Drift>> {
     let keep = agent.settings.delete_mode == DeleteMode::Keep;
     let mine: HashMap<&str, &FileRow> = rows.iter().map(|r| (r.s3_key.as_str(), r)).collect();
     let unclaimed: Vec<String> = objects
@@ -153,71 +152,47 @@ pub async fn verify(agent: &Agent) -> anyhow::Result<VerifyReport> {
         .collect();
     // Another agent's row may claim an object in a shared bucket or prefix.
     let claimed = catalog::claimed_keys(&agent.pool, &unclaimed).await?;
-    report.drift.extend(
-        unclaimed
-            .into_iter()
-            .filter(|k| !claimed.contains(k))
-            .map(Drift::Orphan),
-    );
-    report.drift.sort_by_key(|d| d.to_string());
-    Ok(report)
+    Ok(unclaimed
+        .into_iter()
+        .filter(|k| !claimed.contains(k))
+        .map(Drift::Orphan)
+        .collect())
 }
 
+/// One synced row against its object: present, same size, same MD5 (a single-part ETag is
+/// the MD5; otherwise the object's `md5chksum`, read with a HEAD).
 async fn check_object(
     agent: &Agent,
     row: &FileRow,
-    listed: Option<&(i64, String)>,
+    listed: Option<&ListedObject>,
 ) -> Option<Drift> {
     let (path, key) = (row.path.clone(), row.s3_key.clone());
-    let Some((size, etag)) = listed else {
+    let differs = |why: String| {
+        Some(Drift::ContentDiffers {
+            path: path.clone(),
+            key: key.clone(),
+            why,
+        })
+    };
+    let Some(listed) = listed else {
         return Some(Drift::MissingInS3 { path, key });
     };
-    let want = row.md5.clone().unwrap_or_default();
-    if *size != row.size_bytes {
-        return Some(Drift::ContentDiffers {
-            path,
-            key,
-            why: format!("size {size}, catalog says {}", row.size_bytes),
-        });
+    if listed.size != row.size_bytes {
+        return differs(format!(
+            "size {}, catalog says {}",
+            listed.size, row.size_bytes
+        ));
     }
-    // A single-part ETag is the MD5; a multipart one is not, so ask for md5chksum.
-    let actual = if etag.len() == 32 && !etag.contains('-') {
-        etag.clone()
-    } else {
-        let head = agent
-            .transfer
-            .client()
-            .head_object()
-            .bucket(agent.transfer.bucket())
-            .key(&key)
-            .send()
-            .await;
-        match head {
-            Ok(h) => match h.metadata().and_then(|m| m.get("md5chksum")) {
-                Some(b64) => base64::engine::general_purpose::STANDARD
-                    .decode(b64)
-                    .map(hex::encode)
-                    .unwrap_or_default(),
-                None => {
-                    return Some(Drift::ContentDiffers {
-                        path,
-                        key,
-                        why: "no md5chksum metadata".into(),
-                    })
-                }
-            },
-            Err(e) => {
-                return Some(Drift::ContentDiffers {
-                    path,
-                    key,
-                    why: format!("HEAD failed: {}", DisplayErrorContext(&e)),
-                })
-            }
-        }
+    let actual = match listed.etag_md5() {
+        Some(md5) => md5.to_string(),
+        None => match agent.transfer.head_md5(&key).await {
+            Ok(Some(md5)) => md5,
+            Ok(None) => return differs("no md5chksum metadata".into()),
+            Err(e) => return differs(format!("HEAD failed: {e}")),
+        },
     };
-    (actual != want).then(|| Drift::ContentDiffers {
-        path,
-        key,
-        why: format!("MD5 {actual}, catalog says {want}"),
-    })
+    let want = row.md5.clone().unwrap_or_default();
+    (actual != want)
+        .then(|| format!("MD5 {actual}, catalog says {want}"))
+        .and_then(differs)
 }

@@ -1,8 +1,9 @@
-//! Stage 6, watch: live sync that never silently stops.
+//! Watch mode: live sync that never silently stops.
 //!
 //! In: an [`Agent`], file-system events from notify (inotify), and a shutdown signal.
 //! Out: the same S3 objects and catalog rows a full pass would produce, within about
-//! SETTLE_TIME of a change. The loop:
+//! SETTLE_TIME of a change. It runs the pass's stages (merge's `classify`, then hash →
+//! transfer → record → delete) for just the paths events name. The loop:
 //! 1. runs a full pass at start (retrying with backoff while PostgreSQL or S3 are down);
 //! 2. records each event's path as pending, due SETTLE_TIME after its latest event, so a file
 //!    still being written is never synced half-way; a close after writing (IN_CLOSE_WRITE)
@@ -30,11 +31,13 @@ use portail_core::catalog::{self, FileRow, FileStatus};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::catalog::CatalogWriter;
-use crate::plan::{self, Work};
-use crate::progress::Progress;
-use crate::scan::{self, PathState};
-use crate::sync::{self, SyncOptions, SyncReport};
+use crate::delete::{self, DeleteContext};
+use crate::file::rename_sources;
+use crate::merge::{self, Entry};
+use crate::pass::{self, SyncOptions};
+use crate::record::Recorder;
+use crate::report::{FailureKind, Stage};
+use crate::scan::{self, LocalFile, PathState};
 use crate::Agent;
 
 /// Why watch mode ran a full reconcile (the `cause` label).
@@ -114,7 +117,7 @@ impl WatchHandle {
 const CLOSED_SETTLE: Duration = Duration::from_millis(20);
 
 /// One pending path: when it may be processed, and when it was first seen (for the lag).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Due {
     at: Instant,
     since: Instant,
@@ -141,12 +144,7 @@ pub async fn run(
 
     // The watcher starts before the first pass, so nothing written during it is missed.
     let _watcher = start_watcher(&root, tx.clone(), &health);
-    let mut state = State {
-        pending: HashMap::new(),
-        vanished: HashMap::new(),
-        full_due: Some((Instant::now(), RescanCause::Startup)),
-        backoff: Duration::ZERO,
-    };
+    let mut state = State::new(Instant::now());
     let mut interval = tokio::time::interval_at(
         Instant::now() + agent.settings.rescan_interval.0,
         agent.settings.rescan_interval.0,
@@ -159,8 +157,10 @@ pub async fn run(
         tokio::select! {
             _ = &mut shutdown => break,
             Some(sig) = rx.recv() => match sig {
-                Signal::Paths(paths) => state.touched(&root, paths, settle),
-                Signal::Closed(paths) => state.touched(&root, paths, settle.min(CLOSED_SETTLE)),
+                Signal::Paths(paths) => state.touched(relative(&root, paths), Instant::now(), settle),
+                Signal::Closed(paths) => {
+                    state.touched(relative(&root, paths), Instant::now(), settle.min(CLOSED_SETTLE))
+                }
                 Signal::Rescan(cause) => {
                     tracing::warn!(cause = cause.label(), "full reconcile requested");
                     state.full_due.get_or_insert((Instant::now(), cause));
@@ -169,7 +169,7 @@ pub async fn run(
             _ = interval.tick() => { state.full_due.get_or_insert((Instant::now(), RescanCause::Interval)); }
             _ = ticker.tick() => {
                 let Some(work) = state.next_work(Instant::now()) else {
-                    agent.metrics.sync_lag.set(state.lag_seconds());
+                    agent.metrics.sync_lag.set(state.lag_seconds(Instant::now()));
                     continue;
                 };
                 let stop = {
@@ -189,7 +189,7 @@ pub async fn run(
                     break;
                 }
                 health.last_pass_ok.store(state.backoff.is_zero(), Ordering::Relaxed);
-                agent.metrics.sync_lag.set(state.lag_seconds());
+                agent.metrics.sync_lag.set(state.lag_seconds(Instant::now()));
             }
         }
     }
@@ -273,7 +273,15 @@ fn report_watch_error(e: &notify::Error) {
     }
 }
 
+/// The relative UTF-8 paths of absolute ones under the root (others are not ours).
+fn relative(root: &Path, paths: Vec<PathBuf>) -> impl Iterator<Item = String> + '_ {
+    paths
+        .into_iter()
+        .filter_map(move |p| scan::relative_utf8(root, &p))
+}
+
 /// What to do on a tick.
+#[derive(Debug, PartialEq)]
 enum Tick {
     Full(RescanCause),
     Batch {
@@ -282,10 +290,13 @@ enum Tick {
     },
 }
 
+/// What the loop is waiting for: pure bookkeeping, no I/O, so it is unit-tested below.
+#[derive(Debug)]
 struct State {
     /// Paths with events, due once settled (or after a retry backoff).
     pending: HashMap<String, Due>,
-    /// Paths found missing, due for deletion after DELETE_GRACE.
+    /// Paths found missing, due for deletion after DELETE_GRACE. Meanwhile each is a rename
+    /// source, so a move becomes a copy and an atomic save deletes nothing.
     vanished: HashMap<String, Due>,
     /// A full reconcile is wanted, since when and why.
     full_due: Option<(Instant, RescanCause)>,
@@ -293,22 +304,30 @@ struct State {
     backoff: Duration,
 }
 
+/// The shortest and longest wait after a failure.
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(60));
+
 impl State {
-    /// Marks paths as changed, due `settle` from now (a later event pushes it back again).
-    fn touched(&mut self, root: &Path, paths: Vec<PathBuf>, settle: Duration) {
-        let now = Instant::now();
-        for p in paths {
-            if let Some(rel) = scan::relative_utf8(root, &p) {
-                let since = self.pending.get(&rel).map_or(now, |d| d.since);
-                self.pending.insert(
-                    rel,
-                    Due {
-                        at: now + settle,
-                        since,
-                        attempts: 0,
-                    },
-                );
-            }
+    /// A loop that starts with a full reconcile.
+    fn new(now: Instant) -> Self {
+        State {
+            pending: HashMap::new(),
+            vanished: HashMap::new(),
+            full_due: Some((now, RescanCause::Startup)),
+            backoff: Duration::ZERO,
+        }
+    }
+
+    /// Marks paths as changed, due `settle` from `now` (a later event pushes it back again).
+    fn touched(&mut self, paths: impl Iterator<Item = String>, now: Instant, settle: Duration) {
+        for rel in paths {
+            let since = self.pending.get(&rel).map_or(now, |d| d.since);
+            let due = Due {
+                at: now + settle,
+                since,
+                attempts: 0,
+            };
+            self.pending.insert(rel, due);
         }
     }
 
@@ -337,68 +356,69 @@ impl State {
         (!paths.is_empty() || !deletes.is_empty()).then_some(Tick::Batch { paths, deletes })
     }
 
-    fn lag_seconds(&self) -> f64 {
-        let now = Instant::now();
+    /// Age of the oldest change seen but not synced.
+    fn lag_seconds(&self, now: Instant) -> f64 {
         self.pending
             .values()
             .map(|d| now.duration_since(d.since).as_secs_f64())
             .fold(0.0, f64::max)
     }
 
-    fn failed(&mut self, paths: Vec<(String, Due)>, deletes: Vec<(String, Due)>) {
-        self.backoff =
-            (self.backoff * 2).clamp(Duration::from_millis(500), Duration::from_secs(60));
-        let at = Instant::now() + self.backoff;
+    /// Grows the backoff after a failure and returns when to try again.
+    fn back_off(&mut self, now: Instant) -> Instant {
+        self.backoff = (self.backoff * 2).clamp(BACKOFF.0, BACKOFF.1);
+        now + self.backoff
+    }
+
+    /// Puts work that failed back, due after the grown backoff, keeping when it was first
+    /// seen (so the lag keeps growing). Newer events for a path win.
+    fn failed(&mut self, paths: Vec<(String, Due)>, deletes: Vec<(String, Due)>, now: Instant) {
+        let at = self.back_off(now);
+        let retry = |d: Due| Due {
+            at,
+            since: d.since,
+            attempts: d.attempts + 1,
+        };
         for (p, d) in paths {
-            self.pending.entry(p).or_insert(Due {
-                at,
-                since: d.since,
-                attempts: d.attempts + 1,
-            });
+            self.pending.entry(p).or_insert(retry(d));
         }
         for (p, d) in deletes {
-            self.vanished.entry(p).or_insert(Due {
-                at,
-                since: d.since,
-                attempts: d.attempts + 1,
-            });
+            self.vanished.entry(p).or_insert(retry(d));
         }
+    }
+
+    /// Holds missing paths for `grace`; an earlier hold keeps its deadline.
+    fn hold_vanished(
+        &mut self,
+        paths: impl Iterator<Item = (String, Instant)>,
+        now: Instant,
+        grace: Duration,
+    ) {
+        for (path, since) in paths {
+            let due = Due {
+                at: now + grace,
+                since,
+                attempts: 0,
+            };
+            self.vanished.entry(path).or_insert(due);
+        }
+    }
+
+    /// Paths that exist again (an atomic save, a move back) are no longer due for deletion.
+    fn present<'a>(&mut self, paths: impl Iterator<Item = &'a str>) {
+        for p in paths {
+            self.vanished.remove(p);
+        }
+    }
+
+    /// The vanished paths still waiting out their grace: the rename sources of a batch.
+    fn rename_candidates(&self) -> Vec<String> {
+        self.vanished.keys().cloned().collect()
     }
 
     async fn run_work(&mut self, agent: &Agent, work: Tick, grace: Duration) {
         match work {
-            Tick::Full(cause) => {
-                agent
-                    .metrics
-                    .watch_rescans
-                    .with_label_values(&[cause.label()])
-                    .inc();
-                let opts = SyncOptions::default();
-                match sync::sync_once(agent, &opts).await {
-                    Ok(report) => {
-                        self.backoff = Duration::ZERO;
-                        tracing::info!(
-                            cause = cause.label(),
-                            converged = report.converged(),
-                            "{}",
-                            report.summary()
-                        );
-                        // The full pass handled every deletion and every pending path.
-                        self.vanished.clear();
-                    }
-                    Err(e) => {
-                        agent
-                            .metrics
-                            .errors
-                            .with_label_values(&["pass", "full_reconcile"])
-                            .inc();
-                        self.backoff = (self.backoff * 2)
-                            .clamp(Duration::from_millis(500), Duration::from_secs(60));
-                        tracing::error!(error = %format!("{e:#}"), retry_in = ?self.backoff, "full reconcile failed");
-                        self.full_due = Some((Instant::now() + self.backoff, cause));
-                    }
-                }
-            }
+            Tick::Full(cause) => self.full_reconcile(agent, cause).await,
             Tick::Batch { paths, deletes } => {
                 let kept = (paths.clone(), deletes.clone());
                 match self.batch(agent, paths, deletes, grace).await {
@@ -406,15 +426,35 @@ impl State {
                     Ok(had_failures) if had_failures => {}
                     Ok(_) => self.backoff = Duration::ZERO,
                     Err(e) => {
-                        agent
-                            .metrics
-                            .errors
-                            .with_label_values(&["pass", "batch"])
-                            .inc();
+                        count_pass_error(agent, FailureKind::Batch);
                         tracing::error!(error = %format!("{e:#}"), "watch batch failed; will retry");
-                        self.failed(kept.0, kept.1);
+                        self.failed(kept.0, kept.1, Instant::now());
                     }
                 }
+            }
+        }
+    }
+
+    /// A full pass; on failure it is due again after the backoff.
+    async fn full_reconcile(&mut self, agent: &Agent, cause: RescanCause) {
+        agent
+            .metrics
+            .watch_rescans
+            .with_label_values(&[cause.label()])
+            .inc();
+        match pass::sync_once(agent, &SyncOptions::default()).await {
+            Ok(report) => {
+                self.backoff = Duration::ZERO;
+                let converged = report.converged();
+                tracing::info!(cause = cause.label(), converged, "{}", report.summary());
+                // The full pass handled every deletion and every pending path.
+                self.vanished.clear();
+            }
+            Err(e) => {
+                count_pass_error(agent, FailureKind::FullReconcile);
+                let at = self.back_off(Instant::now());
+                tracing::error!(error = %format!("{e:#}"), retry_in = ?self.backoff, "full reconcile failed");
+                self.full_due = Some((at, cause));
             }
         }
     }
@@ -428,160 +468,328 @@ impl State {
         deletes: Vec<(String, Due)>,
         grace: Duration,
     ) -> anyhow::Result<bool> {
-        let root = agent.settings.sync_root.clone();
-        let inspected = {
-            let rels: Vec<String> = paths.iter().map(|(p, _)| p.clone()).collect();
-            let (root, prefix, excludes) =
-                (root.clone(), agent.prefix.clone(), agent.excludes.clone());
-            tokio::task::spawn_blocking(move || {
-                let mut files = Vec::new();
-                let mut missing = Vec::new();
-                for rel in rels {
-                    match scan::inspect(&root, &rel, &prefix, &excludes) {
-                        PathState::File(f) => files.push(f),
-                        PathState::Dir => {
-                            scan::scan_subtree(&root, &rel, &prefix, &excludes, |f| {
-                                files.push(f);
-                                true
-                            });
-                        }
-                        PathState::Missing => missing.push(rel),
-                        PathState::Skipped(s) => {
-                            tracing::debug!(path = %s.path, reason = s.reason.label(), "skipped");
-                            // A file replaced by a link or FIFO is gone as far as S3 goes.
-                            missing.push(rel);
-                        }
-                        PathState::Failed(f) => {
-                            tracing::warn!(path = %f.path, error = %f.error, "cannot inspect")
-                        }
-                    }
-                }
-                (files, missing)
-            })
-            .await?
-        };
-        let (mut files, missing) = inspected;
-        // A directory walk and the file's own event can name the same path: one work item each.
-        files.sort_by(|a, b| a.path.cmp(&b.path));
-        files.dedup_by(|a, b| a.path == b.path);
+        let rels: Vec<String> = paths.iter().map(|(p, _)| p.clone()).collect();
+        let (files, missing) = inspect_paths(agent, rels).await?;
         let since: HashMap<&str, Due> = paths.iter().map(|(p, d)| (p.as_str(), *d)).collect();
         let now = Instant::now();
+        self.hold_missing(agent, &missing, &since, now, grace)
+            .await?;
+        self.present(files.iter().map(|f| f.path.as_str()));
 
-        // Vanished paths (and, for a vanished directory, every live row below it) wait out the grace.
-        for rel in &missing {
-            let due = Due {
-                at: now + grace,
-                since: since.get(rel.as_str()).map_or(now, |d| d.since),
-                attempts: 0,
-            };
-            self.vanished.entry(rel.clone()).or_insert(due);
-            for row in catalog::live_rows_under(&agent.pool, agent.id, rel).await? {
-                self.vanished.entry(row.path).or_insert(due);
-            }
-        }
-        // A path that is back (an atomic save) is no longer due for deletion.
-        for f in &files {
-            self.vanished.remove(&f.path);
-        }
-
-        let mut report = SyncReport::default();
-        let progress = Progress::default();
-        let mut writer = CatalogWriter::new(agent.pool.clone(), agent.id);
+        let mut rec = Recorder::new(agent);
         if !files.is_empty() {
-            let paths: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
-            let mut rows: HashMap<String, FileRow> =
-                catalog::rows_by_paths(&agent.pool, agent.id, &paths)
-                    .await?
-                    .into_iter()
-                    .map(|r| (r.path.clone(), r))
-                    .collect();
-            let work: Vec<Work> = files
-                .into_iter()
-                .filter_map(|f| {
-                    let prev = rows.remove(&f.path);
-                    plan::classify(f, prev)
-                })
-                .collect();
-            // Files waiting out their grace are rename sources: a move becomes a copy.
-            let vanished: Vec<String> = self.vanished.keys().cloned().collect();
-            let gone_rows = catalog::rows_by_paths(&agent.pool, agent.id, &vanished).await?;
-            let sources = plan::rename_sources(&gone_rows);
-            sync::process(
-                agent,
-                futures::stream::iter(work),
-                &sources,
-                &mut writer,
-                &mut report,
-                &progress,
-            )
-            .await?;
-            writer.flush().await?;
+            self.sync_present(agent, files, &mut rec).await?;
+            let failed: HashSet<String> =
+                rec.report().failed.iter().map(|f| f.path.clone()).collect();
             // Transfer failures (S3 down) come back after a backoff, like a failed batch.
-            let failed: HashSet<String> = report.failed.iter().map(|f| f.path.clone()).collect();
             if !failed.is_empty() {
-                self.failed(
-                    failed
-                        .into_iter()
-                        .map(|p| {
-                            // Keep the first-seen time, so the sync lag keeps growing.
-                            let first = since.get(p.as_str()).copied();
-                            (
-                                p,
-                                Due {
-                                    at: now,
-                                    since: first.map_or(now, |d| d.since),
-                                    attempts: first.map_or(0, |d| d.attempts),
-                                },
-                            )
-                        })
-                        .collect(),
-                    Vec::new(),
-                );
+                let retry = failed.into_iter().map(|p| {
+                    let first = since.get(p.as_str()).copied();
+                    let due = first.unwrap_or(Due {
+                        at: now,
+                        since: now,
+                        attempts: 0,
+                    });
+                    (p, due)
+                });
+                self.failed(retry.collect(), Vec::new(), now);
             }
         }
-
-        let due_deletes: Vec<String> = deletes
-            .into_iter()
-            .map(|(p, _)| p)
-            .filter(|p| {
-                !root.join(p).exists()
-                    || std::fs::symlink_metadata(root.join(p)).is_ok_and(|m| !m.is_file())
-            })
-            .collect();
-        if !due_deletes.is_empty() {
-            if !root.is_dir() {
-                anyhow::bail!(
-                    "SYNC_ROOT {} is missing (is the share mounted?); deletes held",
-                    root.display()
-                );
-            }
-            let rows: Vec<FileRow> = catalog::rows_by_paths(&agent.pool, agent.id, &due_deletes)
-                .await?
-                .into_iter()
-                .filter(|r| r.status != FileStatus::Deleted)
-                .collect();
-            let totals = catalog::agent_totals(&agent.pool, agent.id)
-                .await
-                .context("reading totals")?;
-            let root_has_files = std::fs::read_dir(&root)
-                .map(|mut d| d.next().is_some())
-                .unwrap_or(false);
-            sync::delete_gone(
-                agent,
-                rows,
-                &HashMap::new(),
-                totals.synced_files as u64,
-                u64::from(root_has_files),
-                0,
-                &mut report,
-            )
-            .await?;
-        }
+        delete_expired(agent, deletes, &mut rec).await?;
+        let report = rec.into_report().await?;
         if !report.failed.is_empty() || report.deletes_blocked.is_some() {
             tracing::warn!("{}", report.summary());
         } else {
             tracing::debug!("{}", report.summary());
         }
         Ok(!report.failed.is_empty())
+    }
+
+    /// Vanished paths, and for a vanished directory every live row below it, wait out the grace.
+    async fn hold_missing(
+        &mut self,
+        agent: &Agent,
+        missing: &[String],
+        since: &HashMap<&str, Due>,
+        now: Instant,
+        grace: Duration,
+    ) -> anyhow::Result<()> {
+        for rel in missing {
+            let first = since.get(rel.as_str()).map_or(now, |d| d.since);
+            let below = catalog::live_rows_under(&agent.pool, agent.id, rel).await?;
+            let held = std::iter::once(rel.clone()).chain(below.into_iter().map(|r| r.path));
+            self.hold_vanished(held.map(|p| (p, first)), now, grace);
+        }
+        Ok(())
+    }
+
+    /// Merges the present files with their rows and syncs what changed; the paths waiting out
+    /// their grace are rename sources, so a move becomes a server-side copy.
+    async fn sync_present(
+        &self,
+        agent: &Agent,
+        files: Vec<LocalFile>,
+        rec: &mut Recorder<'_>,
+    ) -> anyhow::Result<()> {
+        let paths: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
+        let mut rows: HashMap<String, FileRow> =
+            catalog::rows_by_paths(&agent.pool, agent.id, &paths)
+                .await?
+                .into_iter()
+                .map(|r| (r.path.clone(), r))
+                .collect();
+        let work: Vec<_> = files
+            .into_iter()
+            .filter_map(|f| {
+                let previous = rows.remove(&f.path);
+                match merge::classify(f, previous) {
+                    Entry::Work(w) => Some(w),
+                    _ => None,
+                }
+            })
+            .collect();
+        let gone = catalog::rows_by_paths(&agent.pool, agent.id, &self.rename_candidates()).await?;
+        let sources = rename_sources(&gone);
+        pass::transfer_files(agent, futures::stream::iter(work), &sources, rec).await?;
+        rec.flush().await?;
+        Ok(())
+    }
+}
+
+fn count_pass_error(agent: &Agent, kind: FailureKind) {
+    agent
+        .metrics
+        .errors
+        .with_label_values(&[Stage::Pass.label(), kind.label()])
+        .inc();
+}
+
+/// What the named paths are now: files to sync (a new directory is walked, so files written
+/// before its watch existed are found), and paths that are missing. Blocking work, on a
+/// blocking thread.
+async fn inspect_paths(
+    agent: &Agent,
+    rels: Vec<String>,
+) -> anyhow::Result<(Vec<LocalFile>, Vec<String>)> {
+    let (root, prefix, excludes) = (
+        agent.settings.sync_root.clone(),
+        agent.prefix.clone(),
+        agent.excludes.clone(),
+    );
+    let (mut files, missing) = tokio::task::spawn_blocking(move || {
+        let mut files = Vec::new();
+        let mut missing = Vec::new();
+        for rel in rels {
+            match scan::inspect(&root, &rel, &prefix, &excludes) {
+                PathState::File(f) => files.push(f),
+                PathState::Dir => {
+                    scan::scan_subtree(&root, &rel, &prefix, &excludes, |f| {
+                        files.push(f);
+                        true
+                    });
+                }
+                PathState::Missing => missing.push(rel),
+                PathState::Skipped(s) => {
+                    tracing::debug!(path = %s.path, reason = s.reason.label(), "skipped");
+                    // A file replaced by a link or FIFO is gone as far as S3 goes.
+                    missing.push(rel);
+                }
+                PathState::Failed(f) => {
+                    tracing::warn!(path = %f.path, error = %f.error, "cannot inspect")
+                }
+            }
+        }
+        (files, missing)
+    })
+    .await?;
+    // A directory walk and the file's own event can name the same path: one work item each.
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    files.dedup_by(|a, b| a.path == b.path);
+    Ok((files, missing))
+}
+
+/// Deletes the held paths whose grace is over and that are still absent, through the same
+/// guards as a full pass. The guards see the tree as a pass would: the regular files a walk
+/// finds now, and the entries it cannot read.
+async fn delete_expired(
+    agent: &Agent,
+    deletes: Vec<(String, Due)>,
+    rec: &mut Recorder<'_>,
+) -> anyhow::Result<()> {
+    let root = &agent.settings.sync_root;
+    let due: Vec<String> = deletes
+        .into_iter()
+        .map(|(p, _)| p)
+        .filter(|p| !std::fs::symlink_metadata(root.join(p)).is_ok_and(|m| m.is_file()))
+        .collect();
+    if due.is_empty() {
+        return Ok(());
+    }
+    if !root.is_dir() {
+        anyhow::bail!(
+            "SYNC_ROOT {} is missing (is the share mounted?); deletes held",
+            root.display()
+        );
+    }
+    let rows: Vec<FileRow> = catalog::rows_by_paths(&agent.pool, agent.id, &due)
+        .await?
+        .into_iter()
+        .filter(|r| r.status != FileStatus::Deleted)
+        .collect();
+    let totals = catalog::agent_totals(&agent.pool, agent.id)
+        .await
+        .context("reading totals")?;
+    let (root, prefix, excludes) = (root.clone(), agent.prefix.clone(), agent.excludes.clone());
+    let tree = tokio::task::spawn_blocking(move || scan::count(&root, &prefix, &excludes)).await?;
+    let ctx = DeleteContext {
+        tracked: totals.synced_files as u64,
+        local_files: tree.files,
+        scan_failures: tree.failures,
+    };
+    delete::delete_gone(agent, rows, &ctx, rec).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SETTLE: Duration = Duration::from_millis(500);
+    const GRACE: Duration = Duration::from_secs(30);
+
+    fn paths(p: &[&str]) -> impl Iterator<Item = String> {
+        p.iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
+    fn batch_paths(t: Option<Tick>) -> (Vec<String>, Vec<String>) {
+        match t {
+            Some(Tick::Batch { paths, deletes }) => {
+                let mut p: Vec<String> = paths.into_iter().map(|(p, _)| p).collect();
+                let mut d: Vec<String> = deletes.into_iter().map(|(p, _)| p).collect();
+                p.sort();
+                d.sort();
+                (p, d)
+            }
+            other => panic!("expected a batch, got {other:?}"),
+        }
+    }
+
+    /// A state past its startup reconcile.
+    fn started(t0: Instant) -> State {
+        let mut s = State::new(t0);
+        assert_eq!(s.next_work(t0), Some(Tick::Full(RescanCause::Startup)));
+        s
+    }
+
+    #[test]
+    fn a_path_is_due_only_once_settled_and_each_event_pushes_it_back() {
+        let t0 = Instant::now();
+        let mut s = started(t0);
+        s.touched(paths(&["a"]), t0, SETTLE);
+        assert_eq!(s.next_work(t0 + SETTLE / 2), None);
+        s.touched(paths(&["a"]), t0 + SETTLE / 2, SETTLE);
+        assert_eq!(
+            s.next_work(t0 + SETTLE),
+            None,
+            "the second event pushed it back"
+        );
+        let (p, d) = batch_paths(s.next_work(t0 + SETTLE * 3 / 2));
+        assert_eq!((p, d), (vec!["a".to_string()], vec![]));
+        assert_eq!(s.next_work(t0 + SETTLE * 10), None, "handed out once");
+    }
+
+    #[test]
+    fn the_lag_counts_from_the_first_event() {
+        let t0 = Instant::now();
+        let mut s = started(t0);
+        s.touched(paths(&["a"]), t0, SETTLE);
+        s.touched(paths(&["a"]), t0 + Duration::from_secs(2), SETTLE);
+        let lag = s.lag_seconds(t0 + Duration::from_secs(3));
+        assert!((lag - 3.0).abs() < 1e-6, "{lag}");
+    }
+
+    #[test]
+    fn a_full_reconcile_comes_before_any_batch() {
+        let t0 = Instant::now();
+        let mut s = started(t0);
+        s.touched(paths(&["a"]), t0, Duration::ZERO);
+        s.full_due = Some((t0, RescanCause::Overflow));
+        assert_eq!(s.next_work(t0), Some(Tick::Full(RescanCause::Overflow)));
+        let (p, _) = batch_paths(s.next_work(t0));
+        assert_eq!(p, ["a"]);
+    }
+
+    #[test]
+    fn a_vanished_path_is_deleted_only_after_the_grace() {
+        let t0 = Instant::now();
+        let mut s = started(t0);
+        s.hold_vanished([("gone".to_string(), t0)].into_iter(), t0, GRACE);
+        assert_eq!(s.next_work(t0 + GRACE / 2), None);
+        // Held again later (another event): the first deadline stands.
+        s.hold_vanished(
+            [("gone".to_string(), t0)].into_iter(),
+            t0 + GRACE / 2,
+            GRACE,
+        );
+        let (p, d) = batch_paths(s.next_work(t0 + GRACE));
+        assert_eq!((p.len(), d), (0, vec!["gone".to_string()]));
+    }
+
+    #[test]
+    fn a_path_that_comes_back_is_not_deleted_and_a_held_one_is_a_rename_source() {
+        let t0 = Instant::now();
+        let mut s = started(t0);
+        let held = [("a".to_string(), t0), ("b".to_string(), t0)];
+        s.hold_vanished(held.into_iter(), t0, GRACE);
+        let mut sources = s.rename_candidates();
+        sources.sort();
+        assert_eq!(sources, ["a", "b"], "held paths are rename sources");
+        // An atomic save: "a" is back.
+        s.present(["a"].into_iter());
+        assert_eq!(s.rename_candidates(), ["b"]);
+        let (_, d) = batch_paths(s.next_work(t0 + GRACE));
+        assert_eq!(d, ["b"]);
+    }
+
+    #[test]
+    fn failures_back_off_exponentially_and_keep_the_first_seen_time() {
+        let t0 = Instant::now();
+        let mut s = started(t0);
+        s.touched(paths(&["a"]), t0, Duration::ZERO);
+        let Some(Tick::Batch { paths: p, .. }) = s.next_work(t0) else {
+            panic!("no batch")
+        };
+        s.failed(p, vec![], t0);
+        assert_eq!(s.backoff, BACKOFF.0);
+        assert_eq!(
+            s.next_work(t0 + BACKOFF.0 / 2),
+            None,
+            "waits for the backoff"
+        );
+        let Some(Tick::Batch { paths: p, .. }) = s.next_work(t0 + BACKOFF.0) else {
+            panic!("no retry")
+        };
+        assert_eq!((p[0].1.since, p[0].1.attempts), (t0, 1));
+        s.failed(p, vec![], t0);
+        assert_eq!(s.backoff, BACKOFF.0 * 2, "doubles");
+        for _ in 0..20 {
+            s.back_off(t0);
+        }
+        assert_eq!(s.backoff, BACKOFF.1, "capped");
+    }
+
+    #[test]
+    fn a_newer_event_wins_over_a_failed_retry() {
+        let t0 = Instant::now();
+        let mut s = started(t0);
+        s.touched(paths(&["a"]), t0, Duration::ZERO);
+        let Some(Tick::Batch { paths: p, .. }) = s.next_work(t0) else {
+            panic!("no batch")
+        };
+        s.touched(paths(&["a"]), t0, SETTLE);
+        s.failed(p, vec![], t0);
+        assert_eq!(s.pending["a"].attempts, 0, "the fresh event stays");
     }
 }

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use portail_agent::report::Stage;
 use portail_core::catalog::FileStatus;
 use portail_tests::{counter_sum, md5_b64, md5_hex, TestEnv};
 use rand::Rng;
@@ -143,7 +144,12 @@ async fn a_directory_replaced_by_a_file_between_passes() {
     // Deleting the (never stored) key `x` trips over s3s-fs's directory `x/` again; anything
     // left is that delete, reported with the server's reason.
     for f in &report.failed {
-        assert_eq!((f.path.as_str(), f.stage), ("x", "delete"), "{}", f.error);
+        assert_eq!(
+            (f.path.as_str(), f.stage),
+            ("x", Stage::Delete),
+            "{}",
+            f.error
+        );
     }
 }
 

@@ -3,7 +3,8 @@
 
 use std::os::unix::fs::symlink;
 
-use portail_agent::plan::Guard;
+use portail_agent::delete::Guard;
+use portail_agent::report::Stage;
 use portail_agent::scan::SkipReason;
 use portail_agent::{AgentSettings, SyncOptions};
 use portail_core::catalog::{self, FileRow, FileStatus};
@@ -396,7 +397,7 @@ async fn hostile_entries_are_skipped_with_reasons_and_never_block() {
     // InternalError. Real S3 stores it; here we check portail did not refuse it.
     match r.failed.iter().find(|f| f.path == exact) {
         Some(f) => {
-            assert_eq!(f.stage, "transfer", "{f:?}");
+            assert_eq!(f.stage, Stage::Transfer, "{f:?}");
             assert!(f.error.contains("InternalError"), "{f:?}");
         }
         None => assert_mirrored(&env, &rows, &exact, b"exactly 1024").await,

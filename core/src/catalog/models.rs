@@ -18,9 +18,9 @@ pub enum FileStatus {
     Error,
 }
 
-/// A row of `agents`.
+/// A row of `agents` (the running agent is `portail_agent::Agent`).
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-pub struct Agent {
+pub struct AgentRow {
     pub id: i64,
     pub name: String,
     pub hostname: String,

@@ -1,0 +1,359 @@
+//! Stage 4, transfer: every request to S3.
+//!
+//! In: a key, the file's bytes (in memory, or a path and size) and its whole-file MD5.
+//! Out: the object in S3 with `Content-MD5` checked by the server, user metadata `md5chksum`
+//! (base64 whole-file MD5, rclone's convention) and a guessed content type; or a
+//! [`TransferError`] with a bounded kind for metrics.
+//!
+//! It is also the only holder of the S3 client: the reads that `verify` and `/readyz` need
+//! (list, HEAD for `md5chksum`, bucket check) are here too.
+//!
+//! Requests in flight are capped by one semaphore shared by every request (single PUTs,
+//! multipart parts, copies, HEADs), so memory stays at most `UPLOAD_CONCURRENCY × part size`.
+//! A failed multipart upload is aborted before the error is returned. The SDK retries 5xx and
+//! SlowDown with backoff.
+
+mod error;
+mod multipart;
+mod read;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use aws_sdk_s3::primitives::{ByteStream, Length};
+use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+use aws_sdk_s3::Client;
+use base64::Engine;
+use futures::future::BoxFuture;
+use tokio::sync::Semaphore;
+
+pub use error::TransferError;
+pub use read::ListedObject;
+
+/// The largest number of parts S3 accepts in one multipart upload.
+const MAX_PARTS: u64 = 10_000;
+
+/// How the transfer stage uses S3, built once from the settings
+/// ([`crate::AgentSettings::transfer`]). Each knob is named and documented here only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransferConfig {
+    /// MULTIPART_THRESHOLD: files at least this large go up as multipart uploads.
+    pub multipart_threshold: u64,
+    /// MULTIPART_PART_SIZE: the size of each part; raised for a file that would need more
+    /// than 10 000 parts ([`TransferConfig::part_size_for`]).
+    pub part_size: u64,
+    /// UPLOAD_CONCURRENCY: S3 requests in flight at once, of every kind. A pass keeps as many
+    /// files in progress, so that small files alone can fill every slot.
+    pub requests_in_flight: usize,
+    /// Parts of one multipart file read and sent at once (each still needs a request slot),
+    /// so one large file cannot hold every slot while small files wait.
+    pub parts_per_file: usize,
+}
+
+impl TransferConfig {
+    /// Parts in flight per file unless told otherwise.
+    pub const PARTS_PER_FILE: usize = 8;
+
+    /// Whether a file of this size goes up as a multipart upload.
+    pub fn is_multipart(&self, size: u64) -> bool {
+        size >= self.multipart_threshold
+    }
+
+    /// The part size for a file: the configured one, doubled until 10 000 parts suffice.
+    pub fn part_size_for(&self, size: u64) -> u64 {
+        let mut part = self.part_size;
+        while size.div_ceil(part) > MAX_PARTS {
+            part *= 2;
+        }
+        part
+    }
+}
+
+/// Where multipart uploads in flight are recorded, so that a crash never leaves one behind.
+/// The catalog implements it (`crate::record::CatalogJournal`); transfer runs no SQL.
+pub trait MultipartJournal: Send + Sync + std::fmt::Debug {
+    /// Records an upload before its first part is sent.
+    fn begin<'a>(&'a self, key: &'a str, upload_id: &'a str) -> BoxFuture<'a, anyhow::Result<()>>;
+    /// Forgets an upload that completed or was aborted.
+    fn end<'a>(&'a self, upload_id: &'a str) -> BoxFuture<'a, anyhow::Result<()>>;
+    /// The uploads still recorded: `(key, upload_id)`.
+    fn open(&self) -> BoxFuture<'_, anyhow::Result<Vec<(String, String)>>>;
+}
+
+/// What an upload or copy produced.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    /// The ETag S3 gave the object (quotes removed). Not an MD5 for multipart objects.
+    pub etag: Option<String>,
+    /// Whether it was a multipart upload.
+    pub multipart: bool,
+}
+
+/// The S3 side of the agent: one client, one bucket, one cap on requests in flight.
+#[derive(Debug, Clone)]
+pub struct Transfer {
+    client: Client,
+    bucket: String,
+    config: TransferConfig,
+    in_flight: Arc<Semaphore>,
+    journal: Option<Arc<dyn MultipartJournal>>,
+}
+
+/// `Content-MD5` and `md5chksum` both carry the base64 MD5.
+pub fn md5_base64(md5: &[u8; 16]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(md5)
+}
+
+/// The content type for a path, from its extension.
+pub fn content_type_for(path: &str) -> String {
+    mime_guess::from_path(path)
+        .first_or_octet_stream()
+        .essence_str()
+        .to_string()
+}
+
+fn strip_quotes(etag: Option<&str>) -> Option<String> {
+    etag.map(|e| e.trim_matches('"').to_string())
+}
+
+/// Percent-encodes a key for `x-amz-copy-source`, keeping '/' as is.
+fn encode_copy_source(bucket: &str, key: &str) -> String {
+    let mut out = String::with_capacity(bucket.len() + key.len() + 1);
+    out.push_str(bucket);
+    out.push('/');
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl Transfer {
+    /// A transfer stage for one bucket.
+    pub fn new(client: Client, bucket: String, config: TransferConfig) -> Self {
+        Transfer {
+            client,
+            bucket,
+            in_flight: Arc::new(Semaphore::new(config.requests_in_flight)),
+            config,
+            journal: None,
+        }
+    }
+
+    /// Records multipart uploads in `journal` while they are in flight.
+    pub fn with_journal(mut self, journal: Arc<dyn MultipartJournal>) -> Self {
+        self.journal = Some(journal);
+        self
+    }
+
+    /// The settings this stage runs with.
+    pub fn config(&self) -> &TransferConfig {
+        &self.config
+    }
+
+    /// The bucket this stage writes to.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// A slot among the UPLOAD_CONCURRENCY requests allowed in flight.
+    async fn permit(&self) -> tokio::sync::SemaphorePermit<'_> {
+        // The semaphore lives as long as `self` and is never closed.
+        self.in_flight
+            .acquire()
+            .await
+            .expect("semaphore never closed")
+    }
+
+    /// Uploads a file whose bytes are already in memory, with one PutObject.
+    pub async fn put_bytes(
+        &self,
+        key: &str,
+        body: bytes::Bytes,
+        md5: &[u8; 16],
+        content_type: &str,
+    ) -> Result<Stored, TransferError> {
+        let _permit = self.permit().await;
+        self.put_object(key, ByteStream::from(body), md5, content_type)
+            .await
+    }
+
+    /// Uploads a file from disk: one streamed PutObject below the multipart threshold,
+    /// a multipart upload above it.
+    pub async fn put_file(
+        &self,
+        key: &str,
+        path: &Path,
+        size: u64,
+        md5: &[u8; 16],
+        content_type: &str,
+    ) -> Result<Stored, TransferError> {
+        if self.config.is_multipart(size) {
+            return self.put_multipart(key, path, size, md5, content_type).await;
+        }
+        let _permit = self.permit().await;
+        let body = ByteStream::read_from()
+            .path(path)
+            .length(Length::Exact(size))
+            .build()
+            .await
+            .map_err(|e| TransferError::Io(std::io::Error::other(e)))?;
+        self.put_object(key, body, md5, content_type).await
+    }
+
+    /// One PutObject with `Content-MD5` (checked by the server) and `md5chksum`.
+    async fn put_object(
+        &self,
+        key: &str,
+        body: ByteStream,
+        md5: &[u8; 16],
+        content_type: &str,
+    ) -> Result<Stored, TransferError> {
+        let b64 = md5_base64(md5);
+        let out = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_md5(&b64)
+            .content_type(content_type)
+            .metadata("md5chksum", &b64)
+            .body(body)
+            .customize()
+            // Content-MD5 (checked by the server) guards the bytes; a SigV4 SHA-256 of the
+            // whole body as well only costs a second pass over it.
+            .disable_payload_signing()
+            .send()
+            .await
+            .map_err(|e| TransferError::s3("PutObject", e))?;
+        Ok(Stored {
+            etag: strip_quotes(out.e_tag()),
+            multipart: false,
+        })
+    }
+
+    /// Copies an object server-side, keeping its metadata (and so its `md5chksum`).
+    pub async fn copy(&self, from_key: &str, to_key: &str) -> Result<Stored, TransferError> {
+        let _permit = self.permit().await;
+        let out = self
+            .client
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(to_key)
+            .copy_source(encode_copy_source(&self.bucket, from_key))
+            .send()
+            .await
+            .map_err(|e| TransferError::s3("CopyObject", e))?;
+        let etag = out.copy_object_result().and_then(|r| r.e_tag());
+        Ok(Stored {
+            etag: strip_quotes(etag),
+            multipart: false,
+        })
+    }
+
+    /// Deletes up to 1000 keys in one DeleteObjects call. Returns, for each key that failed,
+    /// the key and the reason; a key that was already absent counts as deleted.
+    pub async fn delete_batch(
+        &self,
+        keys: &[String],
+    ) -> Result<Vec<(String, String)>, TransferError> {
+        debug_assert!(keys.len() <= 1000);
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let objects = keys
+            .iter()
+            .map(|k| ObjectIdentifier::builder().key(k).build())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| TransferError::invalid("DeleteObjects", e))?;
+        let delete = Delete::builder()
+            .set_objects(Some(objects))
+            .quiet(true)
+            .build()
+            .map_err(|e| TransferError::invalid("DeleteObjects", e))?;
+        let _permit = self.permit().await;
+        let out = self
+            .client
+            .delete_objects()
+            .bucket(&self.bucket)
+            .delete(delete)
+            .send()
+            .await
+            .map_err(|e| TransferError::s3("DeleteObjects", e))?;
+        Ok(out
+            .errors()
+            .iter()
+            .filter(|e| e.code() != Some("NoSuchKey"))
+            .map(|e| {
+                let reason = format!(
+                    "{}: {}",
+                    e.code().unwrap_or("error"),
+                    e.message().unwrap_or_default()
+                );
+                (e.key().unwrap_or_default().to_string(), reason)
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_source_is_percent_encoded_but_keeps_slashes() {
+        assert_eq!(
+            encode_copy_source("b", "a dir/x+y#?%.txt"),
+            "b/a%20dir/x%2By%23%3F%25.txt"
+        );
+        assert_eq!(encode_copy_source("b", "é"), "b/%C3%A9");
+    }
+
+    #[test]
+    fn content_type_from_extension() {
+        assert_eq!(content_type_for("a/b.txt"), "text/plain");
+        assert_eq!(content_type_for("noext"), "application/octet-stream");
+    }
+
+    fn config(part_size: u64) -> TransferConfig {
+        TransferConfig {
+            multipart_threshold: 64 << 20,
+            part_size,
+            requests_in_flight: 16,
+            parts_per_file: TransferConfig::PARTS_PER_FILE,
+        }
+    }
+
+    #[test]
+    fn part_size_stays_as_configured_while_10000_parts_suffice() {
+        let c = config(5 << 20);
+        assert_eq!(c.part_size_for(1), 5 << 20);
+        assert_eq!(c.part_size_for(10_000 * (5 << 20)), 5 << 20);
+    }
+
+    #[test]
+    fn part_size_doubles_until_10000_parts_suffice() {
+        let c = config(5 << 20);
+        // One byte over 10 000 parts of 5 MiB: the next size, 10 MiB, is enough.
+        assert_eq!(c.part_size_for(10_000 * (5 << 20) + 1), 10 << 20);
+        // S3's largest object, 5 TiB, fits in 10 000 parts of 640 MiB (5 MiB doubled 7 times).
+        let five_tib: u64 = 5 << 40;
+        let part = c.part_size_for(five_tib);
+        assert_eq!(part, 640 << 20);
+        assert!(five_tib.div_ceil(part) <= MAX_PARTS);
+        assert!(
+            five_tib.div_ceil(part / 2) > MAX_PARTS,
+            "not larger than needed"
+        );
+    }
+
+    #[test]
+    fn multipart_from_the_threshold_on() {
+        let c = config(5 << 20);
+        assert!(!c.is_multipart((64 << 20) - 1));
+        assert!(c.is_multipart(64 << 20));
+    }
+}

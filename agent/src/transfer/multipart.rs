@@ -1,0 +1,214 @@
+//! Multipart uploads: create (journaled), parts in parallel with `Content-MD5` each, complete;
+//! abort on any failure; and at start, abort what an earlier run left behind.
+
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use aws_sdk_s3::error::DisplayErrorContext;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use futures::stream::{StreamExt, TryStreamExt};
+use md5::{Digest, Md5};
+
+use super::{md5_base64, strip_quotes, Stored, Transfer, TransferError};
+
+impl Transfer {
+    /// Aborts the multipart uploads a previous run left behind: every journaled one, and,
+    /// when `prefix` is not empty, every upload the store lists under it (this covers a crash
+    /// between creating an upload and journaling it). Only one process runs per AGENT_ID, so
+    /// none of them is in flight. Returns how many were aborted.
+    pub async fn abort_stale_multiparts(&self, prefix: &str) -> anyhow::Result<usize> {
+        let mut aborted = 0;
+        if let Some(journal) = &self.journal {
+            for (key, upload_id) in journal.open().await? {
+                self.abort(&key, &upload_id).await;
+                journal.end(&upload_id).await?;
+                aborted += 1;
+            }
+        }
+        if prefix.is_empty() {
+            return Ok(aborted);
+        }
+        let listed = self
+            .client
+            .list_multipart_uploads()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .send()
+            .await;
+        match listed {
+            Ok(out) => {
+                for u in out.uploads() {
+                    if let (Some(key), Some(id)) = (u.key(), u.upload_id()) {
+                        self.abort(key, id).await;
+                        aborted += 1;
+                    }
+                }
+            }
+            // Some stores (s3s-fs among them) cannot list uploads; the journal covers them.
+            Err(e) => {
+                tracing::debug!(error = %DisplayErrorContext(&e), "ListMultipartUploads unavailable")
+            }
+        }
+        Ok(aborted)
+    }
+
+    /// Uploads a file as a multipart upload, journaled from creation to completion or abort.
+    pub(super) async fn put_multipart(
+        &self,
+        key: &str,
+        path: &Path,
+        size: u64,
+        md5: &[u8; 16],
+        content_type: &str,
+    ) -> Result<Stored, TransferError> {
+        let b64 = md5_base64(md5);
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .metadata("md5chksum", &b64)
+            .send()
+            .await
+            .map_err(|e| TransferError::s3("CreateMultipartUpload", e))?;
+        let upload_id = created.upload_id().unwrap_or_default().to_string();
+        if let Some(journal) = &self.journal {
+            if let Err(e) = journal.begin(key, &upload_id).await {
+                // Never run an upload a crash could orphan without trace.
+                self.abort(key, &upload_id).await;
+                return Err(TransferError::Journal(format!("{e:#}")));
+            }
+        }
+        let result = self.run_multipart(key, &upload_id, path, size).await;
+        if let Some(journal) = &self.journal {
+            // Completed or aborted: either way nothing is left to clean up. If this write fails
+            // the next start aborts an upload that no longer exists, which is harmless.
+            if let Err(e) = journal.end(&upload_id).await {
+                tracing::warn!(key, upload_id, error = %format!("{e:#}"), "could not clear the multipart journal");
+            }
+        }
+        result
+    }
+
+    /// Sends the parts and completes the upload; aborts it if either fails.
+    async fn run_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        path: &Path,
+        size: u64,
+    ) -> Result<Stored, TransferError> {
+        let parts = match self.upload_parts(key, upload_id, path, size).await {
+            Ok(parts) => parts,
+            Err(e) => {
+                self.abort(key, upload_id).await;
+                return Err(e);
+            }
+        };
+        let done = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await;
+        match done {
+            Ok(out) => Ok(Stored {
+                etag: strip_quotes(out.e_tag()),
+                multipart: true,
+            }),
+            Err(e) => {
+                self.abort(key, upload_id).await;
+                Err(TransferError::s3("CompleteMultipartUpload", e))
+            }
+        }
+    }
+
+    /// Sends every part, `parts_per_file` at a time, each within a request slot.
+    async fn upload_parts(
+        &self,
+        key: &str,
+        upload_id: &str,
+        path: &Path,
+        size: u64,
+    ) -> Result<Vec<CompletedPart>, TransferError> {
+        let part_size = self.config.part_size_for(size);
+        let count = size.div_ceil(part_size).max(1);
+        let file = Arc::new(std::fs::File::open(path)?);
+        let mut parts: Vec<CompletedPart> = futures::stream::iter(0..count)
+            .map(|i| {
+                let offset = i * part_size;
+                let len = part_size.min(size - offset) as usize;
+                self.upload_part(key, upload_id, Arc::clone(&file), i + 1, offset, len)
+            })
+            .buffer_unordered(self.config.parts_per_file)
+            .try_collect()
+            .await?;
+        parts.sort_by_key(|p| p.part_number());
+        Ok(parts)
+    }
+
+    /// Reads one part from disk (on a blocking thread), and sends it with its `Content-MD5`.
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        file: Arc<std::fs::File>,
+        number: u64,
+        offset: u64,
+        len: usize,
+    ) -> Result<CompletedPart, TransferError> {
+        let _permit = self.permit().await;
+        let (buf, md5) = tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; len];
+            file.read_exact_at(&mut buf, offset)?;
+            let md5: [u8; 16] = Md5::digest(&buf).into();
+            Ok::<_, std::io::Error>((buf, md5))
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        let number = number as i32;
+        let out = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(number)
+            .content_md5(md5_base64(&md5))
+            .body(ByteStream::from(buf))
+            .customize()
+            .disable_payload_signing()
+            .send()
+            .await
+            .map_err(|e| TransferError::s3("UploadPart", e))?;
+        Ok(CompletedPart::builder()
+            .part_number(number)
+            .set_e_tag(out.e_tag().map(String::from))
+            .build())
+    }
+
+    /// Aborts a multipart upload, logging (not failing) if even that is impossible.
+    pub async fn abort(&self, key: &str, upload_id: &str) {
+        let res = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await;
+        if let Err(e) = res {
+            tracing::warn!(key, upload_id, error = %TransferError::s3("AbortMultipartUpload", e), "could not abort multipart upload");
+        }
+    }
+}

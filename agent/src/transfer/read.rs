@@ -1,0 +1,84 @@
+//! The reads the rest of the agent needs from S3: a listing under the prefix and an object's
+//! `md5chksum` (for `verify`), and whether the bucket answers (for `/readyz`).
+
+use std::collections::HashMap;
+
+use base64::Engine;
+
+use super::{strip_quotes, Transfer, TransferError};
+
+/// An object as a listing shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedObject {
+    /// Size in bytes (-1 when the store did not say).
+    pub size: i64,
+    /// The ETag without quotes: the MD5 for a single-part upload, something else otherwise.
+    pub etag: String,
+}
+
+impl ListedObject {
+    /// The ETag when it can only be the MD5 of the bytes (single part, no `-N` suffix).
+    pub fn etag_md5(&self) -> Option<&str> {
+        (self.etag.len() == 32 && !self.etag.contains('-')).then_some(self.etag.as_str())
+    }
+}
+
+impl Transfer {
+    /// Every object under `prefix`, by key. Keys come back raw (no `EncodingType`), so a
+    /// `+` in a key stays a `+`.
+    pub async fn list_objects(
+        &self,
+        prefix: &str,
+    ) -> Result<HashMap<String, ListedObject>, TransferError> {
+        let mut objects = HashMap::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| TransferError::s3("ListObjectsV2", e))?;
+            for o in page.contents() {
+                if let Some(k) = o.key() {
+                    let listed = ListedObject {
+                        size: o.size().unwrap_or(-1),
+                        etag: strip_quotes(o.e_tag()).unwrap_or_default(),
+                    };
+                    objects.insert(k.to_string(), listed);
+                }
+            }
+        }
+        Ok(objects)
+    }
+
+    /// The whole-file MD5 (lowercase hex) that an object's `md5chksum` metadata records, or
+    /// `None` when it has none (or one that is not base64).
+    pub async fn head_md5(&self, key: &str) -> Result<Option<String>, TransferError> {
+        let _permit = self.permit().await;
+        let head = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| TransferError::s3("HeadObject", e))?;
+        Ok(head
+            .metadata()
+            .and_then(|m| m.get("md5chksum"))
+            .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
+            .map(hex::encode))
+    }
+
+    /// Whether the bucket answers a HeadBucket.
+    pub async fn bucket_reachable(&self) -> bool {
+        self.client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .is_ok()
+    }
+}

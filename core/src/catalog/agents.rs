@@ -1,0 +1,24 @@
+//! SQL on `agents`: one row per agent name (AGENT_ID), refreshed at every start.
+
+use sqlx::PgPool;
+
+use super::models::*;
+
+/// Registers an agent by name, or refreshes its settings and `last_seen_at` if it exists.
+pub async fn register_agent(pool: &PgPool, agent: &NewAgent<'_>) -> sqlx::Result<AgentRow> {
+    sqlx::query_as::<_, AgentRow>(
+        "insert into agents (name, hostname, root, bucket, prefix)
+         values ($1, $2, $3, $4, $5)
+         on conflict (name) do update set
+             hostname = excluded.hostname, root = excluded.root, bucket = excluded.bucket,
+             prefix = excluded.prefix, last_seen_at = now()
+         returning *",
+    )
+    .bind(agent.name)
+    .bind(agent.hostname)
+    .bind(agent.root)
+    .bind(agent.bucket)
+    .bind(agent.prefix)
+    .fetch_one(pool)
+    .await
+}
