@@ -2,10 +2,19 @@
 #
 # ensure_deps      installs what a fresh Debian machine lacks (C compiler, PostgreSQL server,
 #                  promtool from the `prometheus` package).
+# target_dir       where cargo puts builds: $CARGO_TARGET_DIR when set, else ./target. Each
+#                  script makes a relative CARGO_TARGET_DIR absolute before it changes directory.
 # pg_start DIR     starts a PostgreSQL cluster in DIR (created with initdb if empty) on a free
-#                  port, with its socket in DIR, and exports DATABASE_URL. As root, the server
-#                  runs as the `postgres` user (via runuser), as PostgreSQL requires.
+#                  port, listening on 127.0.0.1 only (no Unix socket, so any path works, spaces
+#                  included), and exports DATABASE_URL. DIR may be a link: PostgreSQL is handed
+#                  the resolved path, which the `postgres` user can reach even when the link sits
+#                  under /root. As root, the server runs as `postgres` (via runuser), as
+#                  PostgreSQL requires.
 # pg_stop DIR      stops it.
+
+target_dir() {
+  printf '%s\n' "${CARGO_TARGET_DIR:-$PWD/target}"
+}
 
 pg_bindir() {
   local d
@@ -46,9 +55,10 @@ free_port() {
 }
 
 pg_start() {
-  local dir=$1 bin port
+  local dir bin port
   bin=$(pg_bindir) || { echo "PostgreSQL binaries not found" >&2; return 1; }
-  mkdir -p "$dir"
+  mkdir -p "$1"
+  dir=$(readlink -f -- "$1")
   [ "$(id -u)" = 0 ] && chown postgres: "$dir"
   chmod 700 "$dir"
   if [ ! -f "$dir/PG_VERSION" ]; then
@@ -58,7 +68,7 @@ pg_start() {
   for _ in 1 2 3 4 5; do
     port=$(free_port)
     if as_pg "$bin/pg_ctl" -D "$dir" -w -t 30 -l "$dir/server.log" \
-         -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=400" \
+         -o "-p $port -k '' -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=400" \
          start >/dev/null; then
       export DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
       export PG_PORT=$port
@@ -70,7 +80,8 @@ pg_start() {
 }
 
 pg_stop() {
-  local dir=$1 bin
+  local dir bin
+  dir=$(readlink -f -- "$1") || return 0
   bin=$(pg_bindir) || return 0
   [ -f "$dir/postmaster.pid" ] && as_pg "$bin/pg_ctl" -D "$dir" -m fast -w stop >/dev/null 2>&1
   return 0

@@ -502,6 +502,45 @@ pub fn agent_bin() -> PathBuf {
     workspace_bin("portail-agent")
 }
 
+/// The `portail-agent` binary at a path the `nobody` user can reach. The checkout may sit
+/// where `nobody` cannot enter (a clone under `/root`, a home with mode 700), so the binary is
+/// hard-linked (or, across file systems, copied) into a world-readable directory of this test
+/// process under the temp dir. Directories left by earlier, finished processes are removed.
+pub fn agent_bin_for_nobody() -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let tmp = std::env::temp_dir();
+        remove_stale_nobody_dirs(&tmp);
+        let dir = tmp.join(format!("portail-nobody-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir for nobody's binary");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let bin = dir.join("portail-agent");
+        let _ = std::fs::remove_file(&bin);
+        if std::fs::hard_link(agent_bin(), &bin).is_err() {
+            std::fs::copy(agent_bin(), &bin).expect("copy the agent binary");
+        }
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        bin
+    })
+    .clone()
+}
+
+fn remove_stale_nobody_dirs(tmp: &Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix("portail-nobody-") else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 impl TestEnv {
     /// A `portail-agent` child process configured for this world through its environment,
     /// exactly as an operator would run it. With `as_nobody` (and when we are root), it runs
@@ -519,7 +558,7 @@ impl TestEnv {
             .unwrap_or(false);
         let mut cmd = if as_nobody && root_user {
             let mut c = tokio::process::Command::new("runuser");
-            c.args(["-u", "nobody", "--"]).arg(agent_bin());
+            c.args(["-u", "nobody", "--"]).arg(agent_bin_for_nobody());
             c
         } else {
             tokio::process::Command::new(agent_bin())
