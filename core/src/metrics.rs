@@ -58,8 +58,11 @@ pub mod names {
     pub const URL_HTTP_DURATION: &str = "portail_url_http_request_duration_seconds";
     /// Counter: presigned URLs issued (by the API and by share-link clicks).
     pub const URL_PRESIGNED_ISSUED: &str = "portail_url_presigned_urls_issued_total";
-    /// Counter by `outcome` (`redirected`, `not_found`, `gone`, `error`): share-link clicks.
+    /// Counter by `outcome` (`redirected`, `proxied`, `not_found`, `gone`, `error`):
+    /// share-link clicks.
     pub const URL_LINK_REDIRECTS: &str = "portail_url_link_redirects_total";
+    /// Counter: bytes streamed to clients in proxy mode (DOWNLOAD_MODE=proxy).
+    pub const URL_PROXIED_BYTES: &str = "portail_url_proxied_bytes_total";
 }
 
 /// Registers `portail_build_info{service,version} 1`.

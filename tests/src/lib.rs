@@ -10,8 +10,10 @@
 //!
 //! Nothing here reaches beyond loopback.
 
+pub mod compose;
 pub mod config_vars;
 pub mod fault;
+pub mod forward;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -300,13 +302,20 @@ impl TestEnv {
     /// The same, with the service using `pool` (e.g. one built by `catalog::connect`).
     pub async fn spawn_url_service_on(&self, pool: PgPool) -> TestUrlService {
         let settings = portail_url_service::ServiceSettings::defaults();
-        let state = portail_url_service::AppState::new(
-            pool,
-            self.s3.client().await,
-            self.bucket.clone(),
-            settings,
-        )
-        .expect("state");
+        self.spawn_url_service_with(pool, self.s3.client().await, settings)
+            .await
+    }
+
+    /// The url-service with these settings, reaching S3 through `s3` (e.g. a client aimed at
+    /// a [`forward::Forwarder`]).
+    pub async fn spawn_url_service_with(
+        &self,
+        pool: PgPool,
+        s3: Client,
+        settings: portail_url_service::ServiceSettings,
+    ) -> TestUrlService {
+        let state = portail_url_service::AppState::new(pool, s3, self.bucket.clone(), settings)
+            .expect("state");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let app = portail_url_service::router(state);

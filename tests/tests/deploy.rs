@@ -7,46 +7,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+use portail_tests::compose::{compose, environment, interpolate, service};
 use portail_tests::config_vars::all_vars;
 use portail_tests::{env_example_vars, repo_file};
 use serde::Deserialize;
 use serde_yaml::Value;
-
-fn compose() -> Value {
-    let mut v: Value = serde_yaml::from_str(&repo_file("docker-compose.yml")).unwrap();
-    // Resolve `<<: *anchor` merge keys the way compose does.
-    v.apply_merge().unwrap();
-    v
-}
-
-fn service<'a>(compose: &'a Value, name: &str) -> &'a Value {
-    let s = &compose["services"][name];
-    assert!(!s.is_null(), "docker-compose.yml has no service {name}");
-    s
-}
-
-/// A service's `environment:` as a map (nested merge keys resolved too).
-fn environment(svc: &Value) -> BTreeMap<String, String> {
-    fn add(map: &mut BTreeMap<String, String>, v: &Value) {
-        if let Some(m) = v.as_mapping() {
-            for (k, v) in m {
-                let k = k.as_str().unwrap();
-                if k == "<<" {
-                    add(map, v);
-                } else {
-                    let v = match v {
-                        Value::String(s) => s.clone(),
-                        other => serde_yaml::to_string(other).unwrap().trim().to_string(),
-                    };
-                    map.insert(k.to_string(), v);
-                }
-            }
-        }
-    }
-    let mut map = BTreeMap::new();
-    add(&mut map, &svc["environment"]);
-    map
-}
 
 fn port_of(addr: &str) -> u16 {
     addr.rsplit(':').next().unwrap().parse().unwrap()
@@ -328,4 +293,39 @@ fn systemd_and_kubernetes_examples_use_the_same_settings() {
         }
     }
     assert!(sidecar_seen);
+}
+
+/// The url-service reaches MinIO as `minio:9000`, a name only the compose network knows: its
+/// links must be signed for an address the host reaches (a published MinIO port), or served
+/// through the url-service itself (proxy mode).
+#[test]
+fn compose_links_open_from_the_host() {
+    let c = compose();
+    let url = environment(service(&c, "url-service"));
+    let internal = &url["AWS_ENDPOINT_URL"];
+    let public = url.get("S3_PUBLIC_ENDPOINT_URL");
+    let proxy = url.get("DOWNLOAD_MODE").is_some_and(|m| m == "proxy");
+    assert!(
+        proxy || public.is_some_and(|p| p != internal),
+        "url-service presigns for {internal}, which no browser on the host can reach: set S3_PUBLIC_ENDPOINT_URL or DOWNLOAD_MODE=proxy"
+    );
+    if let Some(public) = public.filter(|_| !proxy) {
+        // With compose's defaults (no .env), as a new user first runs it.
+        let defaults = BTreeMap::new();
+        let public = interpolate(public, &defaults);
+        let port = public.rsplit(':').next().unwrap();
+        let published: Vec<String> = service(&c, "minio")["ports"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|p| interpolate(p.as_str().unwrap(), &defaults))
+            .collect();
+        assert!(
+            published
+                .iter()
+                .any(|p| p.starts_with(port) && p.ends_with(":9000")),
+            "S3_PUBLIC_ENDPOINT_URL {public} must be MinIO's published S3 port, got {published:?}"
+        );
+        assert!(public.starts_with("http://localhost:"), "{public}");
+    }
 }

@@ -31,6 +31,7 @@ impl UrlServiceConfig {
             log: LogConfig::from_env()?,
         };
         cfg.s3.validate()?;
+        cfg.service.validate()?;
         Ok(cfg)
     }
 }
@@ -54,6 +55,26 @@ pub struct ServiceSettings {
     /// DEFAULT_LINK_TTL: lifetime of a share link when the request names none. Default `7d`.
     #[serde(default = "default_link_ttl")]
     pub default_link_ttl: HumanDuration,
+    /// S3_PUBLIC_ENDPOINT_URL: the S3 address users reach, which presigned URLs are signed for
+    /// (SigV4 signs the Host, so a URL cannot be rewritten after signing). Path-style follows
+    /// AWS_FORCE_PATH_STYLE. Unset: the same as AWS_ENDPOINT_URL. `/readyz` and proxied
+    /// downloads still use AWS_ENDPOINT_URL.
+    pub s3_public_endpoint_url: Option<String>,
+    /// DOWNLOAD_MODE: `redirect` (default) answers downloads with a 302 to a presigned URL;
+    /// `proxy` streams the object through this service, for stores users cannot reach.
+    #[serde(default)]
+    pub download_mode: DownloadMode,
+}
+
+/// How downloads (`GET /v1/files/{id}/content`, `GET /l/{token}`) are answered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DownloadMode {
+    /// 302 to a fresh presigned URL: the bytes go straight from S3 to the user.
+    #[default]
+    Redirect,
+    /// The service streams the object itself (Range supported); costs its bandwidth.
+    Proxy,
 }
 
 fn default_listen_addr() -> String {
@@ -70,8 +91,12 @@ fn default_link_ttl() -> HumanDuration {
 }
 
 impl FromEnv for ServiceSettings {
-    const TYPED_VARS: &'static [(&'static str, ValueKind)] =
-        &[("DEFAULT_URL_TTL", ValueKind::Duration)];
+    const TYPED_VARS: &'static [(&'static str, ValueKind)] = &[
+        ("DEFAULT_URL_TTL", ValueKind::Duration),
+        ("LINK_PRESIGN_TTL", ValueKind::Duration),
+        ("DEFAULT_LINK_TTL", ValueKind::Duration),
+        ("DOWNLOAD_MODE", ValueKind::OneOf(&["redirect", "proxy"])),
+    ];
 }
 
 impl ServiceSettings {
@@ -83,7 +108,30 @@ impl ServiceSettings {
             default_url_ttl: default_url_ttl(),
             link_presign_ttl: default_link_presign_ttl(),
             default_link_ttl: default_link_ttl(),
+            s3_public_endpoint_url: None,
+            download_mode: DownloadMode::Redirect,
         }
+    }
+
+    /// Checks the values serde cannot: S3_PUBLIC_ENDPOINT_URL must be an http(s) URL with a
+    /// host.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let Some(url) = &self.s3_public_endpoint_url else {
+            return Ok(());
+        };
+        let uri: Result<axum::http::Uri, _> = url.parse();
+        let ok = uri.is_ok_and(|u| {
+            matches!(u.scheme_str(), Some("http") | Some("https"))
+                && u.host().is_some_and(|h| !h.is_empty())
+        });
+        if ok {
+            return Ok(());
+        }
+        Err(ConfigError::Invalid {
+            var: "S3_PUBLIC_ENDPOINT_URL".into(),
+            reason: "must be an http:// or https:// URL with a host, e.g. https://s3.example.com"
+                .into(),
+        })
     }
 
     /// The base of share-link URLs: PUBLIC_BASE_URL, or `http://LISTEN_ADDR`.

@@ -37,6 +37,8 @@ pub struct UrlMetrics {
     pub presigned_issued: IntCounter,
     /// Share-link clicks by outcome.
     pub link_redirects: IntCounterVec,
+    /// Bytes streamed to clients in proxy mode.
+    pub proxied_bytes: IntCounter,
 }
 
 impl UrlMetrics {
@@ -64,8 +66,13 @@ impl UrlMetrics {
             Opts::new(names::URL_LINK_REDIRECTS, "Share-link clicks by outcome."),
             &["outcome"],
         )?;
+        let proxied_bytes = IntCounter::new(
+            names::URL_PROXIED_BYTES,
+            "Bytes streamed to clients in proxy mode (DOWNLOAD_MODE=proxy).",
+        )?;
         registry.register(Box::new(presigned_issued.clone()))?;
         registry.register(Box::new(link_redirects.clone()))?;
+        registry.register(Box::new(proxied_bytes.clone()))?;
         // A zero for every outcome, so a dashboard shows the series before the first click.
         for outcome in LINK_OUTCOMES {
             link_redirects.with_label_values(&[outcome]);
@@ -75,20 +82,25 @@ impl UrlMetrics {
             duration,
             presigned_issued,
             link_redirects,
+            proxied_bytes,
         })
     }
 }
 
-/// `outcome` labels of `portail_url_link_redirects_total`.
-pub const LINK_OUTCOMES: [&str; 4] = ["redirected", "not_found", "gone", "error"];
+/// `outcome` labels of `portail_url_link_redirects_total`: `redirected` (302 to S3),
+/// `proxied` (streamed, DOWNLOAD_MODE=proxy), `not_found`, `gone`, `error`.
+pub const LINK_OUTCOMES: [&str; 5] = ["redirected", "proxied", "not_found", "gone", "error"];
 
 /// What every handler shares. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AppState {
     /// The catalog pool.
     pub pool: PgPool,
-    /// The S3 client, used to sign URLs (locally) and for readiness.
+    /// The S3 client for AWS_ENDPOINT_URL: readiness checks and proxied downloads.
     pub s3: aws_sdk_s3::Client,
+    /// Signs URLs for S3_PUBLIC_ENDPOINT_URL (the same client when unset). Signing is local
+    /// HMAC: this client never sends a request.
+    pub presigner: aws_sdk_s3::Client,
     /// AWS_BUCKET_NAME, checked by `/readyz`.
     pub bucket: String,
     /// The service's settings.
@@ -110,8 +122,16 @@ impl AppState {
         let registry = Registry::new();
         portail_core::metrics::register_build_info(&registry, "portail-url-service")?;
         let metrics = UrlMetrics::register(&registry)?;
+        // The same settings (path style, credentials, region), another address.
+        let presigner = match &settings.s3_public_endpoint_url {
+            Some(url) => {
+                aws_sdk_s3::Client::from_conf(s3.config().to_builder().endpoint_url(url).build())
+            }
+            None => s3.clone(),
+        };
         Ok(AppState {
             pool,
+            presigner,
             s3,
             bucket,
             settings,
@@ -154,6 +174,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/files", get(routes::files::list_files))
         .route("/v1/files/{id}", get(routes::files::get_file))
         .route("/v1/files/{id}/url", post(routes::files::create_url))
+        .route("/v1/files/{id}/content", get(routes::content::file_content))
         .route(
             "/v1/links",
             post(routes::links::create_link).get(routes::links::list_links),

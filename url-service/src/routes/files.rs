@@ -224,7 +224,7 @@ pub async fn presign(
     let config = PresigningConfig::expires_in(expires_in)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let req = state
-        .s3
+        .presigner
         .get_object()
         .bucket(&file.bucket)
         .key(&file.file.s3_key)

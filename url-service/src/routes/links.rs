@@ -5,21 +5,23 @@
 //!   shown only here; the database keeps its SHA-256.
 //! - `GET /v1/links?file_id=` → `{"links": [...]}`; `DELETE /v1/links/{id}` → 204.
 //! - `GET /l/{token}` (no API token: the link token is the secret) → 302 to a presigned URL valid
-//!   for LINK_PRESIGN_TTL; 404 for an unknown token; 410 for a revoked, expired or used-up link,
+//!   for LINK_PRESIGN_TTL (or, with DOWNLOAD_MODE=proxy, the object streamed); 404 for an unknown token; 410 for a revoked, expired or used-up link,
 //!   or one whose file was deleted. A click is counted by one conditional UPDATE, so
 //!   `max_downloads` holds under concurrent clicks.
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
-use portail_core::catalog::{self, ShareLink};
+use portail_core::catalog::{self, FileWithBucket, ShareLink};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{self, Caller};
+use crate::config::DownloadMode;
 use crate::error::ApiError;
+use crate::routes::content::{redirect, stream_object};
 use crate::routes::files::{ensure_servable, presign, visible_file};
 use crate::routes::{parse_json, IdParam};
 use crate::AppState;
@@ -147,13 +149,24 @@ pub async fn revoke_link(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `GET /l/{token}`: follows a share link.
+/// `GET /l/{token}`: follows a share link: a 302 to a fresh presigned URL, or in proxy mode
+/// the object itself. Every request counts as a click, whatever the mode (in proxy mode a
+/// resumed download's range request counts too).
 pub async fn follow_link(
     State(state): State<AppState>,
     axum::extract::Path(token): axum::extract::Path<String>,
+    headers: HeaderMap,
 ) -> Response {
-    let outcome = follow(&state, &token).await;
+    let proxy = state.settings.download_mode == DownloadMode::Proxy;
+    let outcome = match click(&state, &token).await {
+        Ok(file) if proxy => stream_object(&state, &file, &headers).await,
+        Ok(file) => presign(&state, &file, state.settings.link_presign_ttl.0, None)
+            .await
+            .map(|u| redirect(u.url)),
+        Err(e) => Err(e),
+    };
     let label = match &outcome {
+        Ok(_) if proxy => "proxied",
         Ok(_) => "redirected",
         Err(ApiError::NotFound(_)) => "not_found",
         Err(ApiError::Conflict { .. }) => "gone",
@@ -165,14 +178,7 @@ pub async fn follow_link(
         .with_label_values(&[label])
         .inc();
     match outcome {
-        Ok(url) => (
-            StatusCode::FOUND,
-            [
-                (header::LOCATION, url),
-                (header::CACHE_CONTROL, "no-store".to_string()),
-            ],
-        )
-            .into_response(),
+        Ok(resp) => resp,
         Err(ApiError::Conflict { message, .. }) => (
             StatusCode::GONE,
             Json(serde_json::json!({"error": "gone", "message": message})),
@@ -182,18 +188,16 @@ pub async fn follow_link(
     }
 }
 
-async fn follow(state: &AppState, token: &str) -> Result<String, ApiError> {
+/// Counts one click of a live link and returns its file; 404 for an unknown token, 409 (410
+/// to the client) for a revoked, expired or used-up link or a deleted file.
+async fn click(state: &AppState, token: &str) -> Result<FileWithBucket, ApiError> {
     // Anything that is not a well-formed token cannot match: skip the database.
     if !auth::is_link_token(token) {
         return Err(ApiError::NotFound("link"));
     }
     let hash = auth::token_hash(token);
     match catalog::click_link(&state.pool, &hash).await? {
-        Some(file) => Ok(
-            presign(state, &file, state.settings.link_presign_ttl.0, None)
-                .await?
-                .url,
-        ),
+        Some(file) => Ok(file),
         None => match catalog::link_by_hash(&state.pool, &hash).await? {
             None => Err(ApiError::NotFound("link")),
             Some(_) => Err(ApiError::Conflict {

@@ -58,6 +58,12 @@ pub fn document() -> Value {
                 "responses": {"201": {"description": "presigned", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PresignedUrl"}}}},
                     "400": error_response("bad request"), "401": error_response("no valid token"),
                     "404": error_response("unknown or out of scope"), "409": error_response("deleted or not yet synced")}}},
+            "/v1/files/{id}/content": {"get": {"summary": "Download a synced file: 302 to a presigned URL (DOWNLOAD_MODE=redirect) or the bytes streamed (proxy)", "security": bearer,
+                "parameters": [id_param("id"), {"name": "Range", "in": "header", "required": false, "schema": {"type": "string"}, "description": "proxy mode: one bytes= range (several ranges or another unit: the whole object)"}],
+                "responses": {"200": {"description": "proxy mode: the whole object"}, "206": {"description": "proxy mode: the asked range, with Content-Range"},
+                    "302": {"description": "redirect mode: a presigned URL (attachment) valid for DEFAULT_URL_TTL"},
+                    "401": error_response("no valid token"), "404": error_response("unknown, out of scope, or object missing from S3"),
+                    "409": error_response("deleted or not yet synced"), "416": error_response("range starts past the end, or malformed")}}},
             "/v1/links": {
                 "post": {"summary": "Create a revocable share link", "security": bearer,
                     "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "additionalProperties": false, "required": ["file_id"], "properties": {
@@ -74,6 +80,7 @@ pub fn document() -> Value {
             "/l/{token}": {"get": {"summary": "Follow a share link (the token is the secret)",
                 "parameters": [{"name": "token", "in": "path", "required": true, "schema": {"type": "string"}}],
                 "responses": {"302": {"description": "redirect to a presigned URL valid for LINK_PRESIGN_TTL"},
+                    "200": {"description": "proxy mode: the object streamed (206 for a range, 416 for an unsatisfiable one)"},
                     "404": error_response("unknown link"), "410": error_response("revoked, expired, used up, or file deleted")}}}
         }
     })
