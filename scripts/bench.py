@@ -338,6 +338,73 @@ def case_url_service():
         svc.wait(timeout=30)
 
 
+def curl_get(url, headers=()):
+    """Downloads to /dev/null with curl; returns seconds and bytes received."""
+    cmd = ["curl", "-sS", "-f", "-o", "/dev/null", "-w", "%{size_download}"]
+    for h in headers:
+        cmd += ["-H", h]
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd + [url], capture_output=True, text=True, timeout=600)
+    dt = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise SystemExit(f"curl {url} failed: {p.stderr}")
+    return dt, int(p.stdout)
+
+
+def peak_rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmHWM:"))
+
+
+def case_proxy_download():
+    """Issue 18: DOWNLOAD_MODE=proxy streams a big object at least 0.8x as fast as a direct
+    GET of a presigned URL from the same server, with the url-service's RSS under 64 MB."""
+    mib = size("big_file_mib")
+    src = f"{WORK}/proxysrc"
+    if not os.path.isdir(src):
+        os.makedirs(src)
+        with open(f"{src}/big.bin", "wb") as f:
+            for _ in range(mib):
+                f.write(os.urandom(1 << 20))
+    b = new_bucket("c9")
+    portail(b, src, "c9")
+    addr = f"127.0.0.1:{free_port()}"
+    env = {"AWS_BUCKET_NAME": b, "LISTEN_ADDR": addr, "DOWNLOAD_MODE": "proxy"}
+    _, _, token = run([f"{BIN}/portail-url-service", "token", "create", "--name",
+                       f"bench-{time.time_ns()}"], env=env)
+    auth = f"Authorization: Bearer {token.strip()}"
+    svc = subprocess.Popen([f"{BIN}/portail-url-service", "serve"], env={**BASE_ENV, **env},
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_http(f"http://{addr}/healthz")
+        hdr = {"Authorization": auth.split(": ", 1)[1]}
+        with urllib.request.urlopen(urllib.request.Request(
+                f"http://{addr}/v1/files?agent=c9", headers=hdr)) as r:
+            file_id = json.load(r)["files"][0]["id"]
+        direct, proxied = [], []
+        for _ in range(max(RUNS, 5)):
+            req = urllib.request.Request(f"http://{addr}/v1/files/{file_id}/url", method="POST",
+                                         data=b"{}", headers={**hdr, "Content-Type": "application/json"})
+            with urllib.request.urlopen(req) as r:
+                url = json.load(r)["url"]
+            dt, n = curl_get(url)
+            direct.append(n / dt / (1 << 20))
+            dt, n = curl_get(f"http://{addr}/v1/files/{file_id}/content", [auth])
+            assert n == mib << 20, f"proxied {n} bytes"
+            proxied.append(n / dt / (1 << 20))
+        rss_mb = peak_rss_kib(svc.pid) / 1024
+        case = f"9. download {mib} MiB: proxy mode vs a direct presigned GET (median of {len(direct)}, interleaved)"
+        record(case, "portail", med(proxied), "MiB/s",
+               "{:.0f} MiB/s (worst " + f"{min(proxied):.0f})")
+        record(case, "direct GET from dev-s3 (curl)", med(direct), "MiB/s",
+               "{:.0f} MiB/s (worst " + f"{min(direct):.0f})")
+        record("9b. url-service peak RSS over those downloads", "portail", rss_mb, "MB", "{:.0f} MB")
+    finally:
+        svc.send_signal(signal.SIGTERM)
+        svc.wait(timeout=30)
+        shutil.rmtree(f"{WORK}/s3/{b}", ignore_errors=True)
+
+
 def machine():
     cores = os.cpu_count()
     with open("/proc/meminfo") as f:
@@ -383,7 +450,7 @@ def main():
     try:
         time.sleep(0.5)
         cases = [case_small_files, case_big_file, case_many_files, case_memory, case_watch,
-                 case_url_service]
+                 case_url_service, case_proxy_download]
         only = os.environ.get("BENCH_ONLY", "").split(",")
         for c in cases:
             if only != [""] and not any(o and o in c.__name__ for o in only):

@@ -123,6 +123,9 @@ async fn verify(cfg: AgentConfig) -> anyhow::Result<u8> {
     for d in &report.drift {
         println!("drift: {d}");
     }
+    for path in &report.changed_since {
+        println!("changed since its last sync (grown; S3 holds its start): {path}");
+    }
     println!(
         "verify: {} synced files checked, {} drift",
         report.checked,

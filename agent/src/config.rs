@@ -89,6 +89,12 @@ pub struct AgentSettings {
     /// half-written file is never recorded. Default `500ms`.
     #[serde(default = "default_settle_time")]
     pub settle_time: HumanDuration,
+    /// MAX_SYNC_DELAY (watch mode): a file that keeps changing (never quiet for SETTLE_TIME) is
+    /// synced at least this often. A file that only grows gets the prefix it had when read (a
+    /// state it really had); one rewritten in place is never stored torn and stays pending.
+    /// Default `60s`.
+    #[serde(default = "default_max_sync_delay")]
+    pub max_sync_delay: HumanDuration,
     /// RESCAN_INTERVAL (watch mode): a full reconcile runs this often, to catch anything the
     /// watcher missed. Default `10m`.
     #[serde(default = "default_rescan_interval")]
@@ -105,6 +111,9 @@ pub struct AgentSettings {
 
 fn default_settle_time() -> HumanDuration {
     HumanDuration(std::time::Duration::from_millis(500))
+}
+fn default_max_sync_delay() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(60))
 }
 fn default_rescan_interval() -> HumanDuration {
     HumanDuration(std::time::Duration::from_secs(600))
@@ -152,6 +161,7 @@ impl FromEnv for AgentSettings {
         ("MULTIPART_PART_SIZE", ValueKind::Size),
         ("DELETE_MODE", ValueKind::OneOf(&["delete", "keep"])),
         ("SETTLE_TIME", ValueKind::Duration),
+        ("MAX_SYNC_DELAY", ValueKind::Duration),
         ("RESCAN_INTERVAL", ValueKind::Duration),
         ("DELETE_GRACE", ValueKind::Duration),
         ("SHUTDOWN_TIMEOUT", ValueKind::Duration),
@@ -175,6 +185,7 @@ impl AgentSettings {
             allow_empty_root: false,
             delete_mode: DeleteMode::Delete,
             settle_time: default_settle_time(),
+            max_sync_delay: default_max_sync_delay(),
             rescan_interval: default_rescan_interval(),
             delete_grace: default_delete_grace(),
             shutdown_timeout: default_shutdown_timeout(),

@@ -111,9 +111,26 @@ pub enum Outcome {
     Unstable(PendingFile),
 }
 
+/// How to read a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadMode {
+    /// The file must not change while it is read and stored (else: try again, then pending).
+    Settled,
+    /// Watch mode's MAX_SYNC_DELAY is up for a file that keeps changing: store the prefix that
+    /// existed when it was opened, if the file only grew (a log, a recording). A file rewritten
+    /// in place is never stored torn: it stays pending (`changing`).
+    Busy,
+}
+
 /// Syncs one file: returns the number of hashes computed and the outcome.
-pub async fn sync_file(agent: &Agent, work: Work, sources: &RenameSources) -> (u64, Outcome) {
+pub async fn sync_file(
+    agent: &Agent,
+    work: Work,
+    sources: &RenameSources,
+    mode: ReadMode,
+) -> (u64, Outcome) {
     let mut job = FileJob {
+        mode,
         abs: agent.settings.sync_root.join(&work.local.path),
         content_type: content_type_for(&work.local.path),
         agent,
@@ -128,6 +145,7 @@ pub async fn sync_file(agent: &Agent, work: Work, sources: &RenameSources) -> (u
 /// One file in progress.
 struct FileJob<'a> {
     agent: &'a Agent,
+    mode: ReadMode,
     work: Work,
     abs: PathBuf,
     content_type: String,
@@ -161,7 +179,7 @@ impl FileJob<'_> {
                     return self.failed(Stage::Transfer, kind, msg, Some(hashed.meta));
                 }
             };
-            match self.confirm_unchanged(&hashed.meta) {
+            match self.confirm_unchanged(&hashed) {
                 Confirmed::Unchanged => return self.row(decision, &hashed, md5_hex, stored),
                 Confirmed::Changed => continue,
                 Confirmed::Vanished => return self.vanished(),
@@ -170,12 +188,15 @@ impl FileJob<'_> {
         Outcome::Unstable(self.pending())
     }
 
-    /// Step 1: reads the file on a blocking thread for its MD5.
+    /// Step 1: reads the file on a blocking thread for its MD5 (a busy file: its prefix).
     async fn hash(&mut self) -> Result<Hashed, HashError> {
-        let p = self.abs.clone();
-        let hashed = tokio::task::spawn_blocking(move || hash::hash_file(&p, IN_MEMORY_LIMIT))
-            .await
-            .map_err(|e| HashError::Panicked(e.to_string()))??;
+        let (p, mode) = (self.abs.clone(), self.mode);
+        let hashed = tokio::task::spawn_blocking(move || match mode {
+            ReadMode::Settled => hash::hash_file(&p, IN_MEMORY_LIMIT),
+            ReadMode::Busy => hash::hash_prefix(&p, IN_MEMORY_LIMIT),
+        })
+        .await
+        .map_err(|e| HashError::Panicked(e.to_string()))??;
         self.hashes += 1;
         self.agent.metrics.hash_bytes.inc_by(hashed.meta.size);
         Ok(hashed)
@@ -216,10 +237,18 @@ impl FileJob<'_> {
         Ok(Some(stored))
     }
 
-    /// Step 4: the bytes S3 holds are the ones we hashed only if the file still looks the same.
-    fn confirm_unchanged(&self, hashed: &FileMeta) -> Confirmed {
+    /// Step 4: the bytes S3 holds are the ones we hashed only if the file still looks the same
+    /// (a busy file: if its prefix still has the MD5 we stored, so no part was torn).
+    fn confirm_unchanged(&self, hashed: &Hashed) -> Confirmed {
+        if self.mode == ReadMode::Busy {
+            return match hash::prefix_md5(&self.abs, hashed.meta.size) {
+                Ok(md5) if md5 == hashed.md5 => Confirmed::Unchanged,
+                Err(HashError::Vanished) => Confirmed::Vanished,
+                _ => Confirmed::Changed,
+            };
+        }
         match std::fs::symlink_metadata(&self.abs) {
-            Ok(m) if FileMeta::from_metadata(&m) == *hashed => Confirmed::Unchanged,
+            Ok(m) if FileMeta::from_metadata(&m) == hashed.meta => Confirmed::Unchanged,
             Ok(_) => Confirmed::Changed,
             Err(_) => Confirmed::Vanished,
         }
@@ -256,7 +285,7 @@ impl FileJob<'_> {
                 } else {
                     EventKind::Updated
                 },
-                json!({"size": meta.size, "md5": md5, "etag": stored.as_ref().and_then(|s| s.etag.clone()), "multipart": stored.as_ref().is_some_and(|s| s.multipart)}),
+                json!({"size": meta.size, "md5": md5, "etag": stored.as_ref().and_then(|s| s.etag.clone()), "multipart": stored.as_ref().is_some_and(|s| s.multipart), "busy": self.mode == ReadMode::Busy}),
                 None,
             ),
         };

@@ -128,6 +128,62 @@ pub fn hash_file(path: &Path, keep_limit: u64) -> Result<Hashed, HashError> {
     })
 }
 
+/// Reads the first `len` bytes of a file that may still be growing, twice, and returns them
+/// hashed when both reads agree and the file is still at least `len` bytes long: the prefix
+/// then is a state the file really had (a file that only grows keeps its prefix). When the
+/// reads disagree the file was rewritten in place meanwhile: [`HashError::Changed`].
+///
+/// The metadata returned is what the file looked like when opened, with `len` as its size,
+/// so the catalog records exactly what was read.
+pub fn hash_prefix(path: &Path, keep_limit: u64) -> Result<Hashed, HashError> {
+    let (file, meta) = open_regular(path)?;
+    let len = meta.size;
+    let first = read_prefix(&file, len, keep_limit)?;
+    let second = read_prefix(&file, len, 0)?;
+    let now = FileMeta::from_metadata(&file.metadata()?);
+    if first.0 != second.0 || now.size < len {
+        return Err(HashError::Changed);
+    }
+    Ok(Hashed {
+        md5: first.0,
+        meta,
+        bytes: first.1,
+    })
+}
+
+/// The MD5 of a file's first `len` bytes now: `Changed` when it is shorter than that.
+pub fn prefix_md5(path: &Path, len: u64) -> Result<[u8; 16], HashError> {
+    let (file, _) = open_regular(path)?;
+    Ok(read_prefix(&file, len, 0)?.0)
+}
+
+/// The MD5 of bytes `0..len` (and the bytes, when `len <= keep_limit`); `Changed` when the
+/// file is shorter than `len` now.
+fn read_prefix(
+    file: &File,
+    len: u64,
+    keep_limit: u64,
+) -> Result<([u8; 16], Option<bytes::Bytes>), HashError> {
+    use std::os::unix::fs::FileExt;
+    let mut hasher = Md5::new();
+    let mut kept = (len <= keep_limit).then(|| Vec::with_capacity(len as usize));
+    let mut buf = vec![0u8; BUF_SIZE.min(len.max(1) as usize)];
+    let mut offset = 0u64;
+    while offset < len {
+        let want = (len - offset).min(buf.len() as u64) as usize;
+        let n = file.read_at(&mut buf[..want], offset)?;
+        if n == 0 {
+            return Err(HashError::Changed);
+        }
+        hasher.update(&buf[..n]);
+        if let Some(k) = kept.as_mut() {
+            k.extend_from_slice(&buf[..n]);
+        }
+        offset += n as u64;
+    }
+    Ok((hasher.finalize().into(), kept.map(bytes::Bytes::from)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,6 +205,21 @@ mod tests {
             Err(HashError::Vanished)
         ));
         assert!(matches!(hash_file(&dir, 0), Err(HashError::NotRegular)));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_prefix_is_the_bytes_present_at_open() {
+        let dir = std::env::temp_dir().join(format!("portail-prefix-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("log");
+        std::fs::write(&p, b"line 1\nline 2\n").unwrap();
+        for keep in [1024, 0] {
+            let h = hash_prefix(&p, keep).unwrap();
+            assert_eq!(h.meta.size, 14);
+            assert_eq!(h.md5, hash_file(&p, 1024).unwrap().md5);
+            assert_eq!(h.bytes.is_some(), keep > 0);
+        }
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

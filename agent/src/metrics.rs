@@ -48,6 +48,8 @@ pub struct AgentMetrics {
     pub sync_lag: prometheus::Gauge,
     /// S3 requests retried by the SDK.
     pub s3_retries: IntCounter,
+    /// Files whose last sync in watch mode was forced by MAX_SYNC_DELAY (still changing).
+    pub busy_files: IntGauge,
 }
 
 impl AgentMetrics {
@@ -117,6 +119,10 @@ impl AgentMetrics {
             s3_retries: r.counter(
                 names::AGENT_S3_RETRIES,
                 "S3 requests retried by the SDK (5xx, SlowDown, timeouts, resets).",
+            )?,
+            busy_files: r.gauge(
+                names::AGENT_BUSY_FILES,
+                "Files synced by MAX_SYNC_DELAY rather than by settling, still changing.",
             )?,
             deletes_blocked: r.vec(
                 names::AGENT_DELETES_BLOCKED,

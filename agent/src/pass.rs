@@ -13,6 +13,7 @@
 //! 3. [`crate::delete::delete_gone`], after every upload and copy, so a rename never loses its
 //!    source, and only when no guard objects; then [`retry_after_deletes`].
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -26,7 +27,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::delete::{self, check_deletes, DeleteContext};
-use crate::file::{self, rename_sources, RenameSources};
+use crate::file::{self, rename_sources, ReadMode, RenameSources};
 use crate::merge::{CatalogRows, Entry, Merge, Work};
 use crate::progress::Progress;
 use crate::record::Recorder;
@@ -81,7 +82,15 @@ pub async fn sync_once(agent: &Agent, opts: &SyncOptions) -> anyhow::Result<Sync
         .context("recording unsyncable names")?;
 
     let sources = rename_sources(&merged.gone);
-    transfer_files(agent, stream::iter(merged.deferred), &sources, &mut rec).await?;
+    let settled = HashSet::new();
+    transfer_files(
+        agent,
+        stream::iter(merged.deferred),
+        &sources,
+        &settled,
+        &mut rec,
+    )
+    .await?;
     rec.flush().await.context("writing the catalog")?;
 
     let ctx = merged.delete_context;
@@ -128,7 +137,9 @@ async fn scan_merge_transfer(
         rec.progress(),
     );
     let no_sources = RenameSources::new();
-    let transfers = transfer_files(agent, ReceiverStream::new(work_rx), &no_sources, rec);
+    let settled = HashSet::new();
+    let work = ReceiverStream::new(work_rx);
+    let transfers = transfer_files(agent, work, &no_sources, &settled, rec);
     let (merged, transferred) = tokio::join!(merge, transfers);
     let scanned = walk.await.context("the scan task panicked")??;
     let mut merged = merged.context("reading the catalog")?;
@@ -255,16 +266,25 @@ fn dry_run_report(
 }
 
 /// Hashes, stores and records a stream of work items, as many files in flight as requests
-/// (UPLOAD_CONCURRENCY), so that small files alone can fill every request slot.
+/// (UPLOAD_CONCURRENCY), so that small files alone can fill every request slot. The paths in
+/// `busy` are read as [`ReadMode::Busy`] (watch mode's MAX_SYNC_DELAY), the others settled.
 pub(crate) async fn transfer_files(
     agent: &Agent,
     work: impl futures::Stream<Item = Work>,
     sources: &RenameSources,
+    busy: &HashSet<String>,
     rec: &mut Recorder<'_>,
 ) -> anyhow::Result<()> {
     let files_in_flight = agent.transfer.config().requests_in_flight;
+    let mode = |w: &Work| match busy.contains(&w.local.path) {
+        true => ReadMode::Busy,
+        false => ReadMode::Settled,
+    };
     let mut outcomes = std::pin::pin!(work
-        .map(|w| file::sync_file(agent, w, sources))
+        .map(|w| {
+            let m = mode(&w);
+            file::sync_file(agent, w, sources, m)
+        })
         .buffer_unordered(files_in_flight));
     while let Some((hashes, outcome)) = outcomes.next().await {
         rec.file(hashes, outcome).await?;
@@ -304,7 +324,8 @@ async fn retry_after_deletes(agent: &Agent, rec: &mut Recorder<'_>) -> anyhow::R
         files = work.len(),
         "retrying failed uploads after the deletes"
     );
-    transfer_files(agent, stream::iter(work), &RenameSources::new(), rec).await?;
+    let (no_sources, settled) = (RenameSources::new(), HashSet::new());
+    transfer_files(agent, stream::iter(work), &no_sources, &settled, rec).await?;
     rec.flush().await.context("writing the catalog")?;
     Ok(())
 }

@@ -14,8 +14,9 @@ use portail_core::catalog::{self, FileRow, FileStatus};
 
 use crate::config::DeleteMode;
 use crate::merge::{self, Entry};
+use crate::scan::{self, LocalFile};
 use crate::transfer::ListedObject;
-use crate::{scan, Agent};
+use crate::Agent;
 
 /// One disagreement between the tree, the catalog and S3.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +64,9 @@ pub struct VerifyReport {
     pub checked: u64,
     /// Everything that disagrees, in a stable order.
     pub drift: Vec<Drift>,
+    /// Files that only grew since their last sync (their first bytes are still what S3 holds):
+    /// a busy file between two syncs, not drift.
+    pub changed_since: Vec<String>,
 }
 
 /// Compares the tree, the catalog and S3.
@@ -70,9 +74,11 @@ pub async fn verify(agent: &Agent) -> anyhow::Result<VerifyReport> {
     let rows = catalog::files_of_agent(&agent.pool, agent.id)
         .await
         .context("reading the catalog")?;
+    let (drift, changed_since) = tree_drift(agent, rows.clone()).await?;
     let mut report = VerifyReport {
         checked: 0,
-        drift: tree_drift(agent, rows.clone()).await?,
+        drift,
+        changed_since,
     };
     let objects = agent
         .transfer
@@ -99,8 +105,12 @@ pub async fn verify(agent: &Agent) -> anyhow::Result<VerifyReport> {
     Ok(report)
 }
 
-/// The tree against the catalog: the same merge a pass runs, read-only.
-async fn tree_drift(agent: &Agent, rows: Vec<FileRow>) -> anyhow::Result<Vec<Drift>> {
+/// The tree against the catalog: the same merge a pass runs, read-only. Returns the drift and
+/// the files that only grew since their last sync.
+async fn tree_drift(
+    agent: &Agent,
+    rows: Vec<FileRow>,
+) -> anyhow::Result<(Vec<Drift>, Vec<String>)> {
     let (root, prefix, excludes) = (
         agent.settings.sync_root.clone(),
         agent.prefix.clone(),
@@ -113,21 +123,40 @@ async fn tree_drift(agent: &Agent, rows: Vec<FileRow>) -> anyhow::Result<Vec<Dri
         .iter()
         .map(|f| Drift::Unreadable(f.path.clone()))
         .collect();
+    let mut grown = Vec::new();
     for entry in merge::merge_all(scanned.files, rows, PAGE).await? {
         drift.push(match entry {
             Entry::Unchanged(_) => continue,
-            Entry::Work(w)
-                if w.previous
-                    .as_ref()
-                    .is_some_and(|r| r.status == FileStatus::Synced) =>
-            {
-                Drift::ChangedLocally(w.local.path)
-            }
-            Entry::Work(w) => Drift::NotSynced(w.local.path),
+            Entry::Work(w) => match w.previous.filter(|r| r.status == FileStatus::Synced) {
+                Some(row) if only_grew(agent, &w.local, &row).await => {
+                    grown.push(w.local.path);
+                    continue;
+                }
+                Some(_) => Drift::ChangedLocally(w.local.path),
+                None => Drift::NotSynced(w.local.path),
+            },
             Entry::Gone(r) => Drift::MissingLocally(r.path),
         });
     }
-    Ok(drift)
+    Ok((drift, grown))
+}
+
+/// Whether a file is longer than its synced row and starts with exactly the bytes S3 holds
+/// (their MD5 is the row's): it only grew since, like a busy log between two syncs.
+async fn only_grew(agent: &Agent, local: &LocalFile, row: &FileRow) -> bool {
+    let Some(want) = row.md5.clone() else {
+        return false;
+    };
+    if local.meta.size <= row.size_bytes.max(0) as u64 {
+        return false;
+    }
+    let (abs, len) = (
+        agent.settings.sync_root.join(&local.path),
+        row.size_bytes as u64,
+    );
+    tokio::task::spawn_blocking(move || crate::hash::prefix_md5(&abs, len))
+        .await
+        .is_ok_and(|md5| md5.is_ok_and(|m| hex::encode(m) == want))
 }
 
 /// Rows per page of the in-memory merge.

@@ -122,6 +122,8 @@ struct Due {
     at: Instant,
     since: Instant,
     attempts: u32,
+    /// Due because MAX_SYNC_DELAY is up, not because it settled: read it as a busy file.
+    forced: bool,
 }
 
 /// Runs watch mode until `shutdown` resolves. Returns after in-flight work finished or
@@ -144,7 +146,7 @@ pub async fn run(
 
     // The watcher starts before the first pass, so nothing written during it is missed.
     let _watcher = start_watcher(&root, tx.clone(), &health);
-    let mut state = State::new(Instant::now());
+    let mut state = State::new(Instant::now(), agent.settings.max_sync_delay.0);
     let mut interval = tokio::time::interval_at(
         Instant::now() + agent.settings.rescan_interval.0,
         agent.settings.rescan_interval.0,
@@ -170,6 +172,7 @@ pub async fn run(
             _ = ticker.tick() => {
                 let Some(work) = state.next_work(Instant::now()) else {
                     agent.metrics.sync_lag.set(state.lag_seconds(Instant::now()));
+                    agent.metrics.busy_files.set(state.busy.len() as i64);
                     continue;
                 };
                 let stop = {
@@ -302,6 +305,11 @@ struct State {
     full_due: Option<(Instant, RescanCause)>,
     /// Current retry backoff after a failure; zero when healthy.
     backoff: Duration,
+    /// MAX_SYNC_DELAY: the longest a changing file waits to be synced.
+    max_delay: Duration,
+    /// Files whose last sync was forced by MAX_SYNC_DELAY (the `busy_files` gauge); a file
+    /// leaves once it is synced settled, or is gone.
+    busy: HashSet<String>,
 }
 
 /// The shortest and longest wait after a failure.
@@ -309,25 +317,42 @@ const BACKOFF: (Duration, Duration) = (Duration::from_millis(500), Duration::fro
 
 impl State {
     /// A loop that starts with a full reconcile.
-    fn new(now: Instant) -> Self {
+    fn new(now: Instant, max_delay: Duration) -> Self {
         State {
             pending: HashMap::new(),
             vanished: HashMap::new(),
             full_due: Some((now, RescanCause::Startup)),
             backoff: Duration::ZERO,
+            max_delay,
+            busy: HashSet::new(),
         }
     }
 
-    /// Marks paths as changed, due `settle` from `now` (a later event pushes it back again).
+    /// Marks paths as changed, due `settle` from `now` (a later event pushes it back again),
+    /// but never later than MAX_SYNC_DELAY after the first event: then it is due as busy.
     fn touched(&mut self, paths: impl Iterator<Item = String>, now: Instant, settle: Duration) {
         for rel in paths {
             let since = self.pending.get(&rel).map_or(now, |d| d.since);
+            let (settled, bound) = (now + settle, since + self.max_delay);
             let due = Due {
-                at: now + settle,
+                at: settled.min(bound),
                 since,
                 attempts: 0,
+                forced: bound < settled,
             };
             self.pending.insert(rel, due);
+        }
+    }
+
+    /// Records which synced paths were busy: a forced sync keeps a path busy, a settled one
+    /// (or its absence) ends it.
+    fn synced(&mut self, paths: &[(String, Due)]) {
+        for (p, d) in paths {
+            if d.forced {
+                self.busy.insert(p.clone());
+            } else {
+                self.busy.remove(p);
+            }
         }
     }
 
@@ -378,6 +403,7 @@ impl State {
             at,
             since: d.since,
             attempts: d.attempts + 1,
+            forced: d.forced,
         };
         for (p, d) in paths {
             self.pending.entry(p).or_insert(retry(d));
@@ -399,7 +425,9 @@ impl State {
                 at: now + grace,
                 since,
                 attempts: 0,
+                forced: false,
             };
+            self.busy.remove(&path);
             self.vanished.entry(path).or_insert(due);
         }
     }
@@ -476,9 +504,15 @@ impl State {
             .await?;
         self.present(files.iter().map(|f| f.path.as_str()));
 
+        self.synced(&paths);
+        let busy: HashSet<String> = paths
+            .iter()
+            .filter(|(_, d)| d.forced)
+            .map(|(p, _)| p.clone())
+            .collect();
         let mut rec = Recorder::new(agent);
         if !files.is_empty() {
-            self.sync_present(agent, files, &mut rec).await?;
+            self.sync_present(agent, files, &busy, &mut rec).await?;
             let failed: HashSet<String> =
                 rec.report().failed.iter().map(|f| f.path.clone()).collect();
             // Transfer failures (S3 down) come back after a backoff, like a failed batch.
@@ -489,6 +523,7 @@ impl State {
                         at: now,
                         since: now,
                         attempts: 0,
+                        forced: false,
                     });
                     (p, due)
                 });
@@ -529,6 +564,7 @@ impl State {
         &self,
         agent: &Agent,
         files: Vec<LocalFile>,
+        busy: &HashSet<String>,
         rec: &mut Recorder<'_>,
     ) -> anyhow::Result<()> {
         let paths: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
@@ -550,7 +586,7 @@ impl State {
             .collect();
         let gone = catalog::rows_by_paths(&agent.pool, agent.id, &self.rename_candidates()).await?;
         let sources = rename_sources(&gone);
-        pass::transfer_files(agent, futures::stream::iter(work), &sources, rec).await?;
+        pass::transfer_files(agent, futures::stream::iter(work), &sources, busy, rec).await?;
         rec.flush().await?;
         Ok(())
     }
@@ -676,9 +712,11 @@ mod tests {
         }
     }
 
+    const MAX_DELAY: Duration = Duration::from_secs(60);
+
     /// A state past its startup reconcile.
     fn started(t0: Instant) -> State {
-        let mut s = State::new(t0);
+        let mut s = State::new(t0, MAX_DELAY);
         assert_eq!(s.next_work(t0), Some(Tick::Full(RescanCause::Startup)));
         s
     }
@@ -698,6 +736,40 @@ mod tests {
         let (p, d) = batch_paths(s.next_work(t0 + SETTLE * 3 / 2));
         assert_eq!((p, d), (vec!["a".to_string()], vec![]));
         assert_eq!(s.next_work(t0 + SETTLE * 10), None, "handed out once");
+    }
+
+    #[test]
+    fn a_file_that_never_settles_is_due_as_busy_at_max_sync_delay() {
+        let t0 = Instant::now();
+        let mut s = started(t0);
+        let step = Duration::from_millis(100);
+        let mut now = t0;
+        // An event every 100 ms: never quiet for SETTLE_TIME.
+        while now < t0 + MAX_DELAY - step {
+            s.touched(paths(&["log"]), now, SETTLE);
+            assert_eq!(
+                s.next_work(now),
+                None,
+                "due before the bound at {:?}",
+                now - t0
+            );
+            now += step;
+        }
+        s.touched(paths(&["log"]), now, SETTLE);
+        let Some(Tick::Batch { paths: p, .. }) = s.next_work(t0 + MAX_DELAY) else {
+            panic!("not due at MAX_SYNC_DELAY")
+        };
+        assert!(p[0].1.forced, "due by the bound, so read as busy");
+        s.synced(&p);
+        assert_eq!(s.busy.len(), 1);
+        // The writer stops: the next sync is a settled one, and the file is no longer busy.
+        s.touched(paths(&["log"]), now + step, SETTLE);
+        let Some(Tick::Batch { paths: p, .. }) = s.next_work(now + step + SETTLE) else {
+            panic!("not settled")
+        };
+        assert!(!p[0].1.forced);
+        s.synced(&p);
+        assert!(s.busy.is_empty());
     }
 
     #[test]

@@ -47,6 +47,9 @@ pub mod names {
     pub const AGENT_WATCH_RESCANS: &str = "portail_agent_watch_rescans_total";
     /// Gauge: age in seconds of the oldest change watch mode has seen but not yet synced.
     pub const AGENT_SYNC_LAG: &str = "portail_agent_sync_lag_seconds";
+    /// Gauge: files watch mode synced by MAX_SYNC_DELAY rather than by settling, and that are
+    /// still changing (a growing log, a recording).
+    pub const AGENT_BUSY_FILES: &str = "portail_agent_busy_files";
     /// Counter: S3 requests retried by the SDK (5xx, SlowDown, timeouts, resets), one per retry.
     pub const AGENT_S3_RETRIES: &str = "portail_agent_s3_retries_total";
     /// Counter by `guard`: passes whose deletes a safety guard refused.

@@ -85,3 +85,22 @@ async fn verify_is_clean_after_sync_and_finds_every_planted_drift() {
     assert_eq!(differs, vec!["a.txt", "big.bin"], "{found:?}");
     assert_eq!(found.len(), want.len() + 2, "{found:?}");
 }
+
+#[tokio::test]
+async fn a_file_that_only_grew_is_changed_since_not_drift() {
+    let env = TestEnv::new().await;
+    env.write("app.log", b"line 1\n");
+    env.write("db.bin", b"0123456789");
+    let agent = env.agent(env.settings()).await;
+    assert!(env.sync(&agent).await.converged());
+    // The log grows (a busy file between two syncs); the other file changes inside.
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(env.root.path().join("app.log"))
+        .unwrap();
+    std::io::Write::write_all(&mut f, b"line 2\n").unwrap();
+    env.write("db.bin", b"0123X56789 and longer");
+    let r = verify(&agent).await.unwrap();
+    assert_eq!(r.changed_since, vec!["app.log".to_string()]);
+    assert_eq!(r.drift, vec![Drift::ChangedLocally("db.bin".into())]);
+}
