@@ -59,6 +59,26 @@ async fn settled_startup(env: &TestEnv, agent_id: i64) {
     .await;
 }
 
+/// Polls the object while `writer` runs for `secs`, then stops the writer. Only what S3 holds
+/// while the writer still writes counts: polling ends 100 ms before the writer does.
+async fn poll_while_writing(
+    env: &TestEnv,
+    key: &str,
+    secs: Duration,
+    writer: std::thread::JoinHandle<()>,
+    stop: &AtomicBool,
+) -> Vec<(Duration, Vec<u8>)> {
+    let polling = Arc::new(AtomicBool::new(false));
+    let (seen, ()) = tokio::join!(watch_object(env, key, polling.clone()), async {
+        tokio::time::sleep(secs).await;
+        polling.store(true, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stop.store(true, Ordering::Relaxed);
+    });
+    writer.join().unwrap();
+    seen
+}
+
 /// Every distinct content the object had while polled, until `stop` is set.
 async fn watch_object(env: &TestEnv, key: &str, stop: Arc<AtomicBool>) -> Vec<(Duration, Vec<u8>)> {
     let t0 = Instant::now();
@@ -90,19 +110,7 @@ async fn a_growing_file_reaches_s3_within_the_bound_as_prefixes_of_itself() {
             writeln!(f, "line {i:05} of a log that never pauses").unwrap();
         },
     );
-    // Only what S3 holds while the writer still writes counts: polling ends first.
-    let polling = Arc::new(AtomicBool::new(false));
-    let watcher = {
-        let polling = polling.clone();
-        async { watch_object(&env, "app.log", polling).await }
-    };
-    let (seen, ()) = tokio::join!(watcher, async {
-        tokio::time::sleep(Duration::from_secs(7)).await;
-        polling.store(true, Ordering::Relaxed);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        stop.store(true, Ordering::Relaxed);
-    });
-    t.join().unwrap();
+    let seen = poll_while_writing(&env, "app.log", Duration::from_secs(7), t, &stop).await;
     let last = std::fs::read(&path).unwrap();
 
     let first = seen
@@ -161,18 +169,7 @@ async fn a_file_rewritten_in_place_is_never_stored_torn() {
             }
         },
     );
-    let polling = Arc::new(AtomicBool::new(false));
-    let watcher = {
-        let polling = polling.clone();
-        async { watch_object(&env, "state.bin", polling).await }
-    };
-    let (seen, ()) = tokio::join!(watcher, async {
-        tokio::time::sleep(Duration::from_secs(6)).await;
-        polling.store(true, Ordering::Relaxed);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        stop.store(true, Ordering::Relaxed);
-    });
-    t.join().unwrap();
+    let seen = poll_while_writing(&env, "state.bin", Duration::from_secs(6), t, &stop).await;
     for (at, bytes) in &seen {
         assert_eq!(bytes.len(), SIZE, "object at {at:?}");
         assert!(
