@@ -166,13 +166,18 @@ async fn serve(cfg: UrlServiceConfig) -> anyhow::Result<()> {
         .context("running migrations")?;
     let s3 = portail_core::s3::build_client(&cfg.s3).await;
     let addr = cfg.service.listen_addr.clone();
+    let limits = cfg.service.server_limits();
     let state = AppState::new(pool, s3, cfg.s3.aws_bucket_name.clone(), cfg.service)?;
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .with_context(|| format!("binding LISTEN_ADDR {addr}"))?;
     tracing::info!(addr = %listener.local_addr()?, "url-service listening");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(portail_core::signal::shutdown())
-        .await?;
+    crate::server::serve(
+        listener,
+        router(state),
+        limits,
+        portail_core::signal::shutdown(),
+    )
+    .await?;
     Ok(())
 }

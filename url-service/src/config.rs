@@ -60,6 +60,19 @@ pub struct ServiceSettings {
     /// AWS_FORCE_PATH_STYLE. Unset: the same as AWS_ENDPOINT_URL. `/readyz` and proxied
     /// downloads still use AWS_ENDPOINT_URL.
     pub s3_public_endpoint_url: Option<String>,
+    /// HTTP_HEADER_TIMEOUT: the longest a client may take to send a request's headers, and the
+    /// longest a keep-alive connection may sit idle; past it the connection is closed (so a
+    /// half-sent request cannot hold a connection). Default `10s`.
+    #[serde(default = "default_header_timeout")]
+    pub http_header_timeout: HumanDuration,
+    /// HTTP_BODY_TIMEOUT: the longest a client may take to send a request body. Default `30s`.
+    #[serde(default = "default_body_timeout")]
+    pub http_body_timeout: HumanDuration,
+    /// HTTP_MAX_CONNECTIONS: connections served at once; at the cap, new ones wait in the
+    /// kernel's backlog until one closes. Default 10000 (keep it under the process's file
+    /// descriptor limit).
+    #[serde(default = "default_max_connections")]
+    pub http_max_connections: usize,
     /// DOWNLOAD_MODE: `redirect` (default) answers downloads with a 302 to a presigned URL;
     /// `proxy` streams the object through this service, for stores users cannot reach.
     #[serde(default)]
@@ -77,6 +90,15 @@ pub enum DownloadMode {
     Proxy,
 }
 
+fn default_header_timeout() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(10))
+}
+fn default_body_timeout() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(30))
+}
+fn default_max_connections() -> usize {
+    10_000
+}
 fn default_listen_addr() -> String {
     "127.0.0.1:8080".into()
 }
@@ -96,6 +118,8 @@ impl FromEnv for ServiceSettings {
         ("LINK_PRESIGN_TTL", ValueKind::Duration),
         ("DEFAULT_LINK_TTL", ValueKind::Duration),
         ("DOWNLOAD_MODE", ValueKind::OneOf(&["redirect", "proxy"])),
+        ("HTTP_HEADER_TIMEOUT", ValueKind::Duration),
+        ("HTTP_BODY_TIMEOUT", ValueKind::Duration),
     ];
 }
 
@@ -110,12 +134,32 @@ impl ServiceSettings {
             default_link_ttl: default_link_ttl(),
             s3_public_endpoint_url: None,
             download_mode: DownloadMode::Redirect,
+            http_header_timeout: default_header_timeout(),
+            http_body_timeout: default_body_timeout(),
+            http_max_connections: default_max_connections(),
         }
     }
 
-    /// Checks the values serde cannot: S3_PUBLIC_ENDPOINT_URL must be an http(s) URL with a
+    /// The server's protections, from HTTP_HEADER_TIMEOUT, HTTP_BODY_TIMEOUT and
+    /// HTTP_MAX_CONNECTIONS.
+    pub fn server_limits(&self) -> crate::server::ServerLimits {
+        crate::server::ServerLimits {
+            header_timeout: self.http_header_timeout.0,
+            body_timeout: self.http_body_timeout.0,
+            max_connections: self.http_max_connections,
+        }
+    }
+
+    /// Checks the values serde cannot: HTTP_MAX_CONNECTIONS is at least 1, and
+    /// S3_PUBLIC_ENDPOINT_URL must be an http(s) URL with a
     /// host.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.http_max_connections == 0 {
+            return Err(ConfigError::Invalid {
+                var: "HTTP_MAX_CONNECTIONS".into(),
+                reason: "must be at least 1".into(),
+            });
+        }
         let Some(url) = &self.s3_public_endpoint_url else {
             return Ok(());
         };

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod routes;
+pub mod server;
 
 use std::time::Instant;
 
