@@ -82,15 +82,7 @@ pub async fn sync_once(agent: &Agent, opts: &SyncOptions) -> anyhow::Result<Sync
         .context("recording unsyncable names")?;
 
     let sources = rename_sources(&merged.gone);
-    let settled = HashSet::new();
-    transfer_files(
-        agent,
-        stream::iter(merged.deferred),
-        &sources,
-        &settled,
-        &mut rec,
-    )
-    .await?;
+    transfer_files(agent, stream::iter(merged.deferred), &sources, &mut rec).await?;
     rec.flush().await.context("writing the catalog")?;
 
     let ctx = merged.delete_context;
@@ -137,9 +129,7 @@ async fn scan_merge_transfer(
         rec.progress(),
     );
     let no_sources = RenameSources::new();
-    let settled = HashSet::new();
-    let work = ReceiverStream::new(work_rx);
-    let transfers = transfer_files(agent, work, &no_sources, &settled, rec);
+    let transfers = transfer_files(agent, ReceiverStream::new(work_rx), &no_sources, rec);
     let (merged, transferred) = tokio::join!(merge, transfers);
     let scanned = walk.await.context("the scan task panicked")??;
     let mut merged = merged.context("reading the catalog")?;
@@ -266,9 +256,20 @@ fn dry_run_report(
 }
 
 /// Hashes, stores and records a stream of work items, as many files in flight as requests
-/// (UPLOAD_CONCURRENCY), so that small files alone can fill every request slot. The paths in
-/// `busy` are read as [`ReadMode::Busy`] (watch mode's MAX_SYNC_DELAY), the others settled.
+/// (UPLOAD_CONCURRENCY), so that small files alone can fill every request slot. Every file must
+/// be settled: unchanged while it is read and stored.
 pub(crate) async fn transfer_files(
+    agent: &Agent,
+    work: impl futures::Stream<Item = Work>,
+    sources: &RenameSources,
+    rec: &mut Recorder<'_>,
+) -> anyhow::Result<()> {
+    transfer_files_busy(agent, work, sources, &HashSet::new(), rec).await
+}
+
+/// The same, with the paths in `busy` read as [`ReadMode::Busy`] (watch mode's
+/// MAX_SYNC_DELAY is up for them, so the prefix of a growing file is stored).
+pub(crate) async fn transfer_files_busy(
     agent: &Agent,
     work: impl futures::Stream<Item = Work>,
     sources: &RenameSources,
@@ -324,8 +325,7 @@ async fn retry_after_deletes(agent: &Agent, rec: &mut Recorder<'_>) -> anyhow::R
         files = work.len(),
         "retrying failed uploads after the deletes"
     );
-    let (no_sources, settled) = (RenameSources::new(), HashSet::new());
-    transfer_files(agent, stream::iter(work), &no_sources, &settled, rec).await?;
+    transfer_files(agent, stream::iter(work), &RenameSources::new(), rec).await?;
     rec.flush().await.context("writing the catalog")?;
     Ok(())
 }

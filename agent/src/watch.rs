@@ -586,7 +586,7 @@ impl State {
             .collect();
         let gone = catalog::rows_by_paths(&agent.pool, agent.id, &self.rename_candidates()).await?;
         let sources = rename_sources(&gone);
-        pass::transfer_files(agent, futures::stream::iter(work), &sources, busy, rec).await?;
+        pass::transfer_files_busy(agent, futures::stream::iter(work), &sources, busy, rec).await?;
         rec.flush().await?;
         Ok(())
     }
