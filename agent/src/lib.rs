@@ -34,6 +34,7 @@ pub mod transfer;
 pub mod verify;
 pub mod watch;
 
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -115,5 +116,18 @@ impl Agent {
             excludes,
             settings,
         })
+    }
+
+    /// Runs `f` on a blocking thread with what a walk of the tree needs: the root, the key prefix
+    /// and the EXCLUDE patterns. Walks, `lstat`s and reads block, so they never run on the async
+    /// threads.
+    pub fn on_tree<T, F>(&self, f: F) -> tokio::task::JoinHandle<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Path, &str, &scan::Excludes) -> T + Send + 'static,
+    {
+        let (root, prefix) = (self.settings.sync_root.clone(), self.prefix.clone());
+        let excludes = self.excludes.clone();
+        tokio::task::spawn_blocking(move || f(&root, &prefix, &excludes))
     }
 }

@@ -157,13 +157,8 @@ fn start_walk(
     mpsc::Receiver<LocalFile>,
 ) {
     let (tx, rx) = mpsc::channel::<LocalFile>(SCAN_QUEUE);
-    let (root, prefix, excludes) = (
-        agent.settings.sync_root.clone(),
-        agent.prefix.clone(),
-        agent.excludes.clone(),
-    );
-    let walk = tokio::task::spawn_blocking(move || {
-        scan::scan_with(&root, &prefix, &excludes, |f| tx.blocking_send(f).is_ok())
+    let walk = agent.on_tree(move |root, prefix, excludes| {
+        scan::scan_with(root, prefix, excludes, |f| tx.blocking_send(f).is_ok())
     });
     (walk, rx)
 }

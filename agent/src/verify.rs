@@ -111,13 +111,7 @@ async fn tree_drift(
     agent: &Agent,
     rows: Vec<FileRow>,
 ) -> anyhow::Result<(Vec<Drift>, Vec<String>)> {
-    let (root, prefix, excludes) = (
-        agent.settings.sync_root.clone(),
-        agent.prefix.clone(),
-        agent.excludes.clone(),
-    );
-    let scanned =
-        tokio::task::spawn_blocking(move || scan::scan(&root, &prefix, &excludes)).await??;
+    let scanned = agent.on_tree(scan::scan).await??;
     let mut drift: Vec<Drift> = scanned
         .failures
         .iter()

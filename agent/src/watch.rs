@@ -344,16 +344,19 @@ impl State {
         }
     }
 
-    /// Records which synced paths were busy: a forced sync keeps a path busy, a settled one
-    /// (or its absence) ends it.
-    fn synced(&mut self, paths: &[(String, Due)]) {
+    /// Records which paths of a batch are busy, and returns them: a forced sync keeps a path
+    /// busy, a settled one (or its absence) ends it.
+    fn synced(&mut self, paths: &[(String, Due)]) -> HashSet<String> {
+        let mut forced = HashSet::new();
         for (p, d) in paths {
             if d.forced {
                 self.busy.insert(p.clone());
+                forced.insert(p.clone());
             } else {
                 self.busy.remove(p);
             }
         }
+        forced
     }
 
     /// The work due now: a full reconcile (which covers everything else), or the batch of
@@ -504,12 +507,7 @@ impl State {
             .await?;
         self.present(files.iter().map(|f| f.path.as_str()));
 
-        self.synced(&paths);
-        let busy: HashSet<String> = paths
-            .iter()
-            .filter(|(_, d)| d.forced)
-            .map(|(p, _)| p.clone())
-            .collect();
+        let busy = self.synced(&paths);
         let mut rec = Recorder::new(agent);
         if !files.is_empty() {
             self.sync_present(agent, files, &busy, &mut rec).await?;
@@ -607,37 +605,33 @@ async fn inspect_paths(
     agent: &Agent,
     rels: Vec<String>,
 ) -> anyhow::Result<(Vec<LocalFile>, Vec<String>)> {
-    let (root, prefix, excludes) = (
-        agent.settings.sync_root.clone(),
-        agent.prefix.clone(),
-        agent.excludes.clone(),
-    );
-    let (mut files, missing) = tokio::task::spawn_blocking(move || {
-        let mut files = Vec::new();
-        let mut missing = Vec::new();
-        for rel in rels {
-            match scan::inspect(&root, &rel, &prefix, &excludes) {
-                PathState::File(f) => files.push(f),
-                PathState::Dir => {
-                    scan::scan_subtree(&root, &rel, &prefix, &excludes, |f| {
-                        files.push(f);
-                        true
-                    });
-                }
-                PathState::Missing => missing.push(rel),
-                PathState::Skipped(s) => {
-                    tracing::debug!(path = %s.path, reason = s.reason.label(), "skipped");
-                    // A file replaced by a link or FIFO is gone as far as S3 goes.
-                    missing.push(rel);
-                }
-                PathState::Failed(f) => {
-                    tracing::warn!(path = %f.path, error = %f.error, "cannot inspect")
+    let (mut files, missing) = agent
+        .on_tree(move |root, prefix, excludes| {
+            let mut files = Vec::new();
+            let mut missing = Vec::new();
+            for rel in rels {
+                match scan::inspect(root, &rel, prefix, excludes) {
+                    PathState::File(f) => files.push(f),
+                    PathState::Dir => {
+                        scan::scan_subtree(root, &rel, prefix, excludes, |f| {
+                            files.push(f);
+                            true
+                        });
+                    }
+                    PathState::Missing => missing.push(rel),
+                    PathState::Skipped(s) => {
+                        tracing::debug!(path = %s.path, reason = s.reason.label(), "skipped");
+                        // A file replaced by a link or FIFO is gone as far as S3 goes.
+                        missing.push(rel);
+                    }
+                    PathState::Failed(f) => {
+                        tracing::warn!(path = %f.path, error = %f.error, "cannot inspect")
+                    }
                 }
             }
-        }
-        (files, missing)
-    })
-    .await?;
+            (files, missing)
+        })
+        .await?;
     // A directory walk and the file's own event can name the same path: one work item each.
     files.sort_by(|a, b| a.path.cmp(&b.path));
     files.dedup_by(|a, b| a.path == b.path);
@@ -675,8 +669,7 @@ async fn delete_expired(
     let totals = catalog::agent_totals(&agent.pool, agent.id)
         .await
         .context("reading totals")?;
-    let (root, prefix, excludes) = (root.clone(), agent.prefix.clone(), agent.excludes.clone());
-    let tree = tokio::task::spawn_blocking(move || scan::count(&root, &prefix, &excludes)).await?;
+    let tree = agent.on_tree(scan::count).await?;
     let ctx = DeleteContext {
         tracked: totals.synced_files as u64,
         local_files: tree.files,

@@ -76,8 +76,6 @@ async fn pipe(client: TcpStream, server: TcpStream, count: Arc<AtomicU64>) {
         }
         let _ = cw.shutdown().await;
     };
-    // When the client goes away, the downstream write fails and the server side is dropped.
-    tokio::select! {
-        _ = async { tokio::join!(up, down) } => {}
-    }
+    // When the client goes away, the downstream write fails and both halves end.
+    tokio::join!(up, down);
 }

@@ -27,7 +27,7 @@ use crate::auth::Caller;
 use crate::config::DownloadMode;
 use crate::error::ApiError;
 use crate::routes::files::{
-    content_disposition, ensure_servable, presign, visible_file, Disposition,
+    content_disposition, ensure_servable, file_name, presign, visible_file, Disposition,
 };
 use crate::routes::IdParam;
 use crate::AppState;
@@ -115,10 +115,6 @@ pub fn redirect(url: String) -> Response {
         ],
     )
         .into_response()
-}
-
-fn file_name(file: &FileWithBucket) -> &str {
-    file.file.path.rsplit('/').next().unwrap_or_default()
 }
 
 /// Streams a file's object (or the asked range of it) from S3 to the client.

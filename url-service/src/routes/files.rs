@@ -187,6 +187,11 @@ pub async fn visible_file(
         .ok_or(ApiError::NotFound("file"))
 }
 
+/// The file's own name: the last segment of its path.
+pub fn file_name(file: &FileWithBucket) -> &str {
+    file.file.path.rsplit('/').next().unwrap_or_default()
+}
+
 /// The `Content-Disposition` value for a download, safe for any file name (RFC 6266/5987).
 pub fn content_disposition(kind: Disposition, filename: &str) -> String {
     let kind = match kind {
@@ -284,14 +289,7 @@ pub async fn create_url(
     let disposition = match (req.disposition, req.filename) {
         (None, None) => None,
         (kind, name) => {
-            let name = name.unwrap_or_else(|| {
-                file.file
-                    .path
-                    .rsplit('/')
-                    .next()
-                    .unwrap_or_default()
-                    .to_string()
-            });
+            let name = name.unwrap_or_else(|| file_name(&file).to_string());
             Some(content_disposition(
                 kind.unwrap_or(Disposition::Attachment),
                 &name,

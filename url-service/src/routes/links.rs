@@ -5,7 +5,8 @@
 //!   shown only here; the database keeps its SHA-256.
 //! - `GET /v1/links?file_id=` → `{"links": [...]}`; `DELETE /v1/links/{id}` → 204.
 //! - `GET /l/{token}` (no API token: the link token is the secret) → 302 to a presigned URL valid
-//!   for LINK_PRESIGN_TTL (or, with DOWNLOAD_MODE=proxy, the object streamed); 404 for an unknown token; 410 for a revoked, expired or used-up link,
+//!   for LINK_PRESIGN_TTL (or, with DOWNLOAD_MODE=proxy, the object streamed); 404 for an
+//!   unknown token; 410 for a revoked, expired or used-up link,
 //!   or one whose file was deleted. A click is counted by one conditional UPDATE, so
 //!   `max_downloads` holds under concurrent clicks.
 
