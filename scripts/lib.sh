@@ -11,6 +11,8 @@
 #                  under /root. As root, the server runs as `postgres` (via runuser), as
 #                  PostgreSQL requires.
 # pg_stop DIR      stops it.
+# ensure_moto      installs moto's S3 server (pinned, in a virtualenv under the user's cache)
+#                  for the few tests s3s-fs cannot serve, and exports PORTAIL_MOTO_SERVER.
 
 target_dir() {
   printf '%s\n' "${CARGO_TARGET_DIR:-$PWD/target}"
@@ -30,6 +32,7 @@ ensure_deps() {
   pg_bindir >/dev/null || need+=(postgresql)
   command -v curl >/dev/null 2>&1 || need+=(curl)
   command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+  python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3 python3-venv)
   if [ ${#need[@]} -gt 0 ]; then
     echo "installing: ${need[*]}" >&2
     local sudo=""
@@ -38,6 +41,18 @@ ensure_deps() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
   fi
   command -v cargo >/dev/null 2>&1 || { echo "cargo is missing: install Rust (rustup) first" >&2; return 1; }
+}
+
+MOTO_VERSION=5.2.5
+ensure_moto() {
+  local venv="${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/portail/moto-$MOTO_VERSION"
+  if [ ! -x "$venv/bin/moto_server" ]; then
+    echo "installing moto[server]==$MOTO_VERSION into $venv" >&2
+    rm -rf "$venv"
+    python3 -m venv "$venv" >&2
+    "$venv/bin/pip" install -q --disable-pip-version-check "moto[server]==$MOTO_VERSION" >&2
+  fi
+  export PORTAIL_MOTO_SERVER="$venv/bin/moto_server"
 }
 
 # Runs a command as the cluster owner: `postgres` when we are root, ourselves otherwise.

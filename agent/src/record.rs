@@ -378,17 +378,21 @@ pub struct CatalogJournal {
 }
 
 impl MultipartJournal for CatalogJournal {
-    fn begin<'a>(&'a self, key: &'a str, upload_id: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(async move {
-            Ok(catalog::begin_multipart(&self.pool, self.agent_id, key, upload_id).await?)
-        })
+    fn intend<'a>(&'a self, key: &'a str) -> BoxFuture<'a, anyhow::Result<i64>> {
+        Box::pin(
+            async move { Ok(catalog::intend_multipart(&self.pool, self.agent_id, key).await?) },
+        )
     }
 
-    fn end<'a>(&'a self, upload_id: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(async move { Ok(catalog::end_multipart(&self.pool, upload_id).await?) })
+    fn begin<'a>(&'a self, entry: i64, upload_id: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move { Ok(catalog::begin_multipart(&self.pool, entry, upload_id).await?) })
     }
 
-    fn open(&self) -> BoxFuture<'_, anyhow::Result<Vec<(String, String)>>> {
+    fn end(&self, entry: i64) -> BoxFuture<'_, anyhow::Result<()>> {
+        Box::pin(async move { Ok(catalog::end_multipart(&self.pool, entry).await?) })
+    }
+
+    fn open(&self) -> BoxFuture<'_, anyhow::Result<Vec<catalog::OpenMultipart>>> {
         Box::pin(async move { Ok(catalog::open_multiparts(&self.pool, self.agent_id).await?) })
     }
 }

@@ -7,6 +7,8 @@
 //! - answer `503 SlowDown` or `500 InternalError` without forwarding;
 //! - reset the connection without forwarding;
 //! - delay the request;
+//! - forward a matching request, then hold its answer back (the store did the work, the
+//!   client does not know yet: the moment a crash is most harmful);
 //! - forward, then cut the response body after N bytes.
 //!
 //! Counters say what was injected, so a test can prove the faults really happened.
@@ -48,6 +50,27 @@ pub struct Faults {
     pub delay: Option<Duration>,
     /// Until then, every connection is reset: S3 is unreachable.
     pub outage_until: Option<Instant>,
+    /// Requests this matches are forwarded, then their answer is held back this long.
+    pub hold_answer: Option<(Matcher, Duration)>,
+}
+
+/// Which requests a fault applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Matcher {
+    /// CreateMultipartUpload: `POST ...?uploads`.
+    CreateMultipartUpload,
+}
+
+impl Matcher {
+    fn matches<B>(self, req: &Request<B>) -> bool {
+        match self {
+            Matcher::CreateMultipartUpload => {
+                let query = req.uri().query().unwrap_or("");
+                req.method() == hyper::Method::POST
+                    && query.split('&').any(|p| p == "uploads" || p == "uploads=")
+            }
+        }
+    }
 }
 
 /// How many faults of each kind were injected.
@@ -61,6 +84,8 @@ pub struct Injected {
     pub resets: AtomicU64,
     /// Bodies cut short.
     pub cuts: AtomicU64,
+    /// Answers held back after forwarding (counted when the hold starts).
+    pub held: AtomicU64,
 }
 
 /// A running proxy. Dropping it stops it.
@@ -187,6 +212,10 @@ async fn handle(
     if let Some(d) = plan.delay {
         tokio::time::sleep(d).await;
     }
+    let hold = plan
+        .hold_answer
+        .filter(|(m, _)| m.matches(&req))
+        .map(|(_, d)| d);
     let (mut parts, body) = req.into_parts();
     let path = parts
         .uri
@@ -196,6 +225,10 @@ async fn handle(
     parts.uri = format!("{upstream}{path}").parse()?;
     let resp = client.request(Request::from_parts(parts, body)).await?;
     injected.forwarded.fetch_add(1, Ordering::Relaxed);
+    if let Some(d) = hold {
+        injected.held.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(d).await;
+    }
     let (parts, body) = resp.into_parts();
     if !cut {
         return Ok(Response::from_parts(

@@ -14,6 +14,7 @@ pub mod compose;
 pub mod config_vars;
 pub mod fault;
 pub mod forward;
+pub mod moto;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -437,7 +437,10 @@ async fn multipart_uploads_left_by_a_crash_are_aborted_at_start() {
         .send()
         .await
         .unwrap();
-    catalog::begin_multipart(&env.db.pool, agent.id, "half.bin", &upload_id)
+    let entry = catalog::intend_multipart(&env.db.pool, agent.id, "half.bin")
+        .await
+        .unwrap();
+    catalog::begin_multipart(&env.db.pool, entry, &upload_id)
         .await
         .unwrap();
     let part_count = |c: aws_sdk_s3::Client, id: String, b: String| async move {

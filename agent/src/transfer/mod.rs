@@ -25,6 +25,7 @@ use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 use aws_sdk_s3::Client;
 use base64::Engine;
 use futures::future::BoxFuture;
+use portail_core::catalog::OpenMultipart;
 use tokio::sync::Semaphore;
 
 pub use error::TransferError;
@@ -72,12 +73,15 @@ impl TransferConfig {
 /// Where multipart uploads in flight are recorded, so that a crash never leaves one behind.
 /// The catalog implements it (`crate::record::CatalogJournal`); transfer runs no SQL.
 pub trait MultipartJournal: Send + Sync + std::fmt::Debug {
-    /// Records an upload before its first part is sent.
-    fn begin<'a>(&'a self, key: &'a str, upload_id: &'a str) -> BoxFuture<'a, anyhow::Result<()>>;
-    /// Forgets an upload that completed or was aborted.
-    fn end<'a>(&'a self, upload_id: &'a str) -> BoxFuture<'a, anyhow::Result<()>>;
-    /// The uploads still recorded: `(key, upload_id)`.
-    fn open(&self) -> BoxFuture<'_, anyhow::Result<Vec<(String, String)>>>;
+    /// Records the intent to create an upload for `key`, before CreateMultipartUpload is sent,
+    /// so a crash while that call is in flight leaves a trace. Returns the entry's id.
+    fn intend<'a>(&'a self, key: &'a str) -> BoxFuture<'a, anyhow::Result<i64>>;
+    /// Records the upload id S3 gave an intent, before the first part is sent.
+    fn begin<'a>(&'a self, entry: i64, upload_id: &'a str) -> BoxFuture<'a, anyhow::Result<()>>;
+    /// Forgets an entry whose upload completed or was aborted (or was never created).
+    fn end(&self, entry: i64) -> BoxFuture<'_, anyhow::Result<()>>;
+    /// The entries still recorded.
+    fn open(&self) -> BoxFuture<'_, anyhow::Result<Vec<OpenMultipart>>>;
 }
 
 /// What an upload or copy produced.

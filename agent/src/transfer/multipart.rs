@@ -14,22 +14,33 @@ use md5::{Digest, Md5};
 use super::{md5_base64, strip_quotes, Stored, Transfer, TransferError};
 
 impl Transfer {
-    /// Aborts the multipart uploads a previous run left behind: every journaled one, and,
-    /// when `prefix` is not empty, every upload the store lists under it (this covers a crash
-    /// between creating an upload and journaling it). Only one process runs per AGENT_ID, so
-    /// none of them is in flight. Returns how many were aborted.
+    /// Aborts the multipart uploads a previous run left behind: every journaled one; for an
+    /// intent whose CreateMultipartUpload never answered, every upload the store lists for
+    /// exactly that key; and, when `prefix` is not empty, every upload listed under it. Only one
+    /// process runs per AGENT_ID, so none of them is in flight. Returns how many were aborted.
     pub async fn abort_stale_multiparts(&self, prefix: &str) -> anyhow::Result<usize> {
         let mut aborted = 0;
         if let Some(journal) = &self.journal {
-            for (key, upload_id) in journal.open().await? {
-                self.abort(&key, &upload_id).await;
-                journal.end(&upload_id).await?;
-                aborted += 1;
+            for entry in journal.open().await? {
+                aborted += match &entry.upload_id {
+                    Some(id) => {
+                        self.abort(&entry.s3_key, id).await;
+                        1
+                    }
+                    None => self.abort_listed(&entry.s3_key, true).await,
+                };
+                journal.end(entry.id).await?;
             }
         }
-        if prefix.is_empty() {
-            return Ok(aborted);
+        if !prefix.is_empty() {
+            aborted += self.abort_listed(prefix, false).await;
         }
+        Ok(aborted)
+    }
+
+    /// Aborts the uploads the store lists under `prefix` (only those for exactly that key when
+    /// `exact`); returns how many.
+    async fn abort_listed(&self, prefix: &str, exact: bool) -> usize {
         let listed = self
             .client
             .list_multipart_uploads()
@@ -37,24 +48,33 @@ impl Transfer {
             .prefix(prefix)
             .send()
             .await;
-        match listed {
-            Ok(out) => {
-                for u in out.uploads() {
-                    if let (Some(key), Some(id)) = (u.key(), u.upload_id()) {
-                        self.abort(key, id).await;
-                        aborted += 1;
-                    }
+        let out = match listed {
+            Ok(out) => out,
+            // Some stores (s3s-fs among them) cannot list uploads. The journal's upload ids
+            // cover every upload S3 answered; only one whose create was cut off may remain.
+            Err(e) => {
+                if exact {
+                    tracing::warn!(key = prefix, error = %DisplayErrorContext(&e), "cannot list multipart uploads to abort one whose creation was interrupted; if the store keeps it, an AbortIncompleteMultipartUpload lifecycle rule removes it");
+                } else {
+                    tracing::debug!(error = %DisplayErrorContext(&e), "ListMultipartUploads unavailable");
+                }
+                return 0;
+            }
+        };
+        let mut aborted = 0;
+        for u in out.uploads() {
+            if let (Some(key), Some(id)) = (u.key(), u.upload_id()) {
+                if !exact || key == prefix {
+                    self.abort(key, id).await;
+                    aborted += 1;
                 }
             }
-            // Some stores (s3s-fs among them) cannot list uploads; the journal covers them.
-            Err(e) => {
-                tracing::debug!(error = %DisplayErrorContext(&e), "ListMultipartUploads unavailable")
-            }
         }
-        Ok(aborted)
+        aborted
     }
 
-    /// Uploads a file as a multipart upload, journaled from creation to completion or abort.
+    /// Uploads a file as a multipart upload, journaled from before its creation to its
+    /// completion or abort.
     pub(super) async fn put_multipart(
         &self,
         key: &str,
@@ -63,34 +83,57 @@ impl Transfer {
         md5: &[u8; 16],
         content_type: &str,
     ) -> Result<Stored, TransferError> {
-        let b64 = md5_base64(md5);
+        let entry = match &self.journal {
+            Some(journal) => Some(
+                journal
+                    .intend(key)
+                    .await
+                    .map_err(|e| TransferError::Journal(format!("{e:#}")))?,
+            ),
+            None => None,
+        };
+        let result = self
+            .create_and_run(key, entry, path, size, md5, content_type)
+            .await;
+        if let (Some(journal), Some(entry)) = (&self.journal, entry) {
+            // Completed or aborted (or never created): nothing is left to clean up. If this
+            // write fails the next start aborts an upload that no longer exists: harmless.
+            if let Err(e) = journal.end(entry).await {
+                tracing::warn!(key, error = %format!("{e:#}"), "could not clear the multipart journal");
+            }
+        }
+        result
+    }
+
+    /// Creates the upload, journals its id, and runs it.
+    async fn create_and_run(
+        &self,
+        key: &str,
+        entry: Option<i64>,
+        path: &Path,
+        size: u64,
+        md5: &[u8; 16],
+        content_type: &str,
+    ) -> Result<Stored, TransferError> {
         let created = self
             .client
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
             .content_type(content_type)
-            .metadata("md5chksum", &b64)
+            .metadata("md5chksum", md5_base64(md5))
             .send()
             .await
             .map_err(|e| TransferError::s3("CreateMultipartUpload", e))?;
         let upload_id = created.upload_id().unwrap_or_default().to_string();
-        if let Some(journal) = &self.journal {
-            if let Err(e) = journal.begin(key, &upload_id).await {
+        if let (Some(journal), Some(entry)) = (&self.journal, entry) {
+            if let Err(e) = journal.begin(entry, &upload_id).await {
                 // Never run an upload a crash could orphan without trace.
                 self.abort(key, &upload_id).await;
                 return Err(TransferError::Journal(format!("{e:#}")));
             }
         }
-        let result = self.run_multipart(key, &upload_id, path, size).await;
-        if let Some(journal) = &self.journal {
-            // Completed or aborted: either way nothing is left to clean up. If this write fails
-            // the next start aborts an upload that no longer exists, which is harmless.
-            if let Err(e) = journal.end(&upload_id).await {
-                tracing::warn!(key, upload_id, error = %format!("{e:#}"), "could not clear the multipart journal");
-            }
-        }
-        result
+        self.run_multipart(key, &upload_id, path, size).await
     }
 
     /// Sends the parts and completes the upload; aborts it if either fails.
