@@ -1,4 +1,5 @@
-//! The command line: `portail-agent [sync [--dry-run] | verify | watch]`.
+//! The command line: `portail-agent [sync [--dry-run] | verify | watch | release-deletes |
+//! release-changes]`.
 //!
 //! In: arguments and the environment. Out: an exit code — 0 converged, 1 some files could not
 //! be synced, 2 configuration error (also for a missing SYNC_ROOT, an unmounted share).
@@ -41,6 +42,12 @@ pub enum Command {
     Verify,
     /// Full pass, then live sync of every change (the default with no subcommand).
     Watch,
+    /// Let through the deletes a guard holds (MAX_DELETE, MAX_DELETE_PERCENT over
+    /// DELETE_WINDOW), once; the window starts afresh. A running agent acts within seconds.
+    ReleaseDeletes,
+    /// Let through the uploads of changed files the mass-change tripwire holds, once; the
+    /// window starts afresh. A running agent acts within seconds.
+    ReleaseChanges,
 }
 
 /// Runs the CLI and returns the process exit code.
@@ -62,6 +69,8 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Sync { dry_run } => sync(cfg, dry_run, echo_summary).await,
         Command::Verify => verify(cfg).await,
         Command::Watch => watch(cfg).await,
+        Command::ReleaseDeletes => release(cfg, crate::guard::Kind::Deletes).await,
+        Command::ReleaseChanges => release(cfg, crate::guard::Kind::Changes).await,
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -114,6 +123,14 @@ async fn watch(cfg: AgentConfig) -> anyhow::Result<u8> {
     })
     .await?;
     server.abort();
+    Ok(EXIT_OK)
+}
+
+/// `release-deletes` / `release-changes`: needs only the catalog.
+async fn release(cfg: AgentConfig, kind: crate::guard::Kind) -> anyhow::Result<u8> {
+    let pool = portail_core::catalog::connect(&cfg.db).await?;
+    let name = cfg.agent.agent_name();
+    println!("{}", crate::guard::release(&pool, &name, kind).await?);
     Ok(EXIT_OK)
 }
 
@@ -172,6 +189,12 @@ async fn sync(cfg: AgentConfig, dry_run: bool, echo_summary: bool) -> anyhow::Re
     }
     if let Some(b) = &report.deletes_blocked {
         eprintln!("deletes blocked ({}): {}", b.guard.label(), b.message);
+    }
+    if report.changes_held > 0 {
+        eprintln!(
+            "changes held: the mass-change tripwire holds {} changed files (see the log); if the changes are wanted, run `portail-agent release-changes`",
+            report.changes_held
+        );
     }
     let summary = report.summary();
     let summary = format!("{}{summary}", if dry_run { "dry run: " } else { "" });

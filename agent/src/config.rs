@@ -77,6 +77,23 @@ pub struct AgentSettings {
     /// tracked files. Default 50; 100 disables the guard.
     #[serde(default = "default_max_delete_percent")]
     pub max_delete_percent: u32,
+    /// DELETE_WINDOW: MAX_DELETE and MAX_DELETE_PERCENT count every delete within this rolling
+    /// window (against the files tracked at its start), not only one pass's or batch's, so
+    /// deletes spread over time are held like one big one. Default `1h`; `0s` counts per pass.
+    #[serde(default = "default_delete_window")]
+    pub delete_window: HumanDuration,
+    /// MAX_CHANGE_PERCENT: the mass-change tripwire. When more than this percentage of the
+    /// tracked files change content within CHANGE_WINDOW, uploads of changed files are held
+    /// until released (new files still upload). Default 50; 100 disables the tripwire.
+    #[serde(default = "default_max_change_percent")]
+    pub max_change_percent: u32,
+    /// CHANGE_WINDOW: the rolling window of MAX_CHANGE_PERCENT. Default `10m`.
+    #[serde(default = "default_change_window")]
+    pub change_window: HumanDuration,
+    /// CHANGE_MIN_FILES: the tripwire never trips on this many changed files or fewer within
+    /// the window, so editing most of a small tree is not an alarm. Default 20.
+    #[serde(default = "default_change_min_files")]
+    pub change_min_files: u64,
     /// ALLOW_EMPTY_ROOT: let a pass over an empty SYNC_ROOT delete the tracked files.
     /// Default false: an empty root usually means an unmounted share.
     #[serde(default)]
@@ -138,6 +155,18 @@ pub enum DeleteMode {
 fn default_max_delete_percent() -> u32 {
     50
 }
+fn default_delete_window() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(3600))
+}
+fn default_max_change_percent() -> u32 {
+    50
+}
+fn default_change_window() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(600))
+}
+fn default_change_min_files() -> u64 {
+    20
+}
 fn default_delete_mode() -> DeleteMode {
     DeleteMode::Delete
 }
@@ -165,6 +194,8 @@ impl FromEnv for AgentSettings {
         ("RESCAN_INTERVAL", ValueKind::Duration),
         ("DELETE_GRACE", ValueKind::Duration),
         ("SHUTDOWN_TIMEOUT", ValueKind::Duration),
+        ("DELETE_WINDOW", ValueKind::Duration),
+        ("CHANGE_WINDOW", ValueKind::Duration),
     ];
 }
 
@@ -182,6 +213,10 @@ impl AgentSettings {
             exclude: Vec::new(),
             max_delete: None,
             max_delete_percent: default_max_delete_percent(),
+            delete_window: default_delete_window(),
+            max_change_percent: default_max_change_percent(),
+            change_window: default_change_window(),
+            change_min_files: default_change_min_files(),
             allow_empty_root: false,
             delete_mode: DeleteMode::Delete,
             settle_time: default_settle_time(),
@@ -205,6 +240,9 @@ impl AgentSettings {
         }
         if self.max_delete_percent > 100 {
             return invalid("MAX_DELETE_PERCENT", "must be between 0 and 100");
+        }
+        if self.max_change_percent > 100 {
+            return invalid("MAX_CHANGE_PERCENT", "must be between 0 and 100");
         }
         if self.multipart_part_size.0 < 5 << 20 {
             return invalid("MULTIPART_PART_SIZE", "S3 needs parts of at least 5MiB");
@@ -242,6 +280,16 @@ impl AgentSettings {
             max_delete: self.max_delete,
             max_delete_percent: self.max_delete_percent,
             allow_empty_root: self.allow_empty_root,
+            window: self.delete_window.0,
+        }
+    }
+
+    /// The mass-change tripwire these settings describe.
+    pub fn change_tripwire(&self) -> crate::guard::ChangeLimit {
+        crate::guard::ChangeLimit {
+            max_percent: self.max_change_percent,
+            window: self.change_window.0,
+            min_files: self.change_min_files,
         }
     }
 

@@ -16,6 +16,7 @@ use portail_core::catalog::FileRow;
 use serde_json::json;
 
 use crate::config::DeleteMode;
+use crate::guard;
 use crate::record::Recorder;
 use crate::Agent;
 
@@ -31,14 +32,19 @@ pub async fn delete_gone(
     if gone.is_empty() {
         return Ok(());
     }
-    let plain = gone
+    let plain: Vec<String> = gone
         .iter()
         .filter(|r| !rec.renamed().contains_key(&r.path))
-        .count() as u64;
-    if let Err(blocked) = check_deletes(&agent.settings.delete_guards(), ctx, plain) {
-        rec.deletes_blocked(blocked);
-        return Ok(());
-    }
+        .map(|r| r.path.clone())
+        .collect();
+    let pass = match guard::check_deletes(agent, ctx, plain.len() as u64).await? {
+        Ok(pass) => pass,
+        Err(blocked) => {
+            guard::hold_deletes(agent, blocked.guard, plain.into_iter());
+            rec.deletes_blocked(blocked);
+            return Ok(());
+        }
+    };
     let keep = agent.settings.delete_mode == DeleteMode::Keep;
     for chunk in gone.chunks(1000) {
         let failed: HashMap<String, String> = if keep {
@@ -58,7 +64,9 @@ pub async fn delete_gone(
             };
             done.push((row.path.clone(), details));
         }
+        let paths: Vec<String> = done.iter().map(|(p, _)| p.clone()).collect();
         rec.deleted(&done).await?;
+        guard::deletes_done(agent, pass, &paths).await?;
     }
     Ok(())
 }
@@ -84,6 +92,16 @@ pub struct DeleteGuards {
     pub max_delete_percent: u32,
     /// ALLOW_EMPTY_ROOT: let an empty root delete everything.
     pub allow_empty_root: bool,
+    /// DELETE_WINDOW: the two limits above count every delete within this rolling window.
+    /// Zero: per pass or batch only.
+    pub window: std::time::Duration,
+}
+
+impl DeleteGuards {
+    /// Whether MAX_DELETE or MAX_DELETE_PERCENT is on.
+    pub fn counts_on(&self) -> bool {
+        self.max_delete.is_some() || self.max_delete_percent < 100
+    }
 }
 
 /// What the guards look at: the same in a full pass and in watch mode.
@@ -119,6 +137,20 @@ impl Guard {
         Guard::MaxDeletePercent,
     ];
 
+    /// The guard a metric label names.
+    pub fn from_label(label: &str) -> Option<Guard> {
+        Guard::ALL.into_iter().find(|g| g.label() == label)
+    }
+
+    /// Whether the label names a guard that counts deletes (MAX_DELETE, MAX_DELETE_PERCENT):
+    /// those hold until released. The others hold while the tree looks wrong.
+    pub fn counting(label: &str) -> bool {
+        matches!(
+            Guard::from_label(label),
+            Some(Guard::MaxDelete | Guard::MaxDeletePercent)
+        )
+    }
+
     /// The metric label.
     pub fn label(self) -> &'static str {
         match self {
@@ -142,6 +174,12 @@ pub struct Blocked {
 /// Checks `n` deletes (renames excluded: their content lives on) against the guards. Guards are
 /// checked from the most to the least alarming, and the first that trips is reported.
 pub fn check_deletes(g: &DeleteGuards, c: &DeleteContext, n: u64) -> Result<(), Blocked> {
+    check_tree(g, c, n)?;
+    check_counts(g, c, n)
+}
+
+/// The guards on the state of the tree: unreadable entries, an empty root.
+pub fn check_tree(g: &DeleteGuards, c: &DeleteContext, n: u64) -> Result<(), Blocked> {
     if n == 0 {
         return Ok(());
     }
@@ -162,6 +200,14 @@ pub fn check_deletes(g: &DeleteGuards, c: &DeleteContext, n: u64) -> Result<(), 
                 c.tracked
             ),
         });
+    }
+    Ok(())
+}
+
+/// The guards on how many: MAX_DELETE, MAX_DELETE_PERCENT of `c.tracked`.
+pub fn check_counts(g: &DeleteGuards, c: &DeleteContext, n: u64) -> Result<(), Blocked> {
+    if n == 0 {
+        return Ok(());
     }
     if let Some(max) = g.max_delete {
         if n > max {
@@ -193,6 +239,7 @@ mod guard_tests {
         max_delete: None,
         max_delete_percent: 50,
         allow_empty_root: false,
+        window: std::time::Duration::ZERO,
     };
 
     fn ctx(
@@ -230,6 +277,7 @@ mod guard_tests {
             max_delete: None,
             max_delete_percent: 100,
             allow_empty_root: true,
+            ..DEFAULT
         };
         assert_eq!(guard(&all_off, ctx(1, 100, 0, 1)), Some(Guard::ScanErrors));
     }

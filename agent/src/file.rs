@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use portail_core::catalog::{EventKind, FileRow, FileStatus, PendingFile, SyncedFile};
 use serde_json::json;
 
+use crate::guard;
 use crate::hash::{self, HashError, Hashed};
 use crate::merge::Work;
 use crate::report::{Failure, FailureKind, Stage};
@@ -109,6 +110,9 @@ pub enum Outcome {
     Vanished(String, Option<PendingFile>),
     /// The file kept changing while read; its object may hold any of its versions.
     Unstable(PendingFile),
+    /// Its content changed, and the mass-change tripwire holds the upload; its row and object
+    /// keep the previous content until the tripwire is released.
+    Held(String),
 }
 
 /// How to read a file.
@@ -172,6 +176,11 @@ impl FileJob<'_> {
             };
             let md5_hex = hex::encode(hashed.md5);
             let decision = decide(&self.work, &md5_hex, sources);
+            if self.content_changed(&decision, &md5_hex)
+                && !guard::admit_change(self.agent, &self.work.local.path)
+            {
+                return Outcome::Held(self.work.local.path.clone());
+            }
             let stored = match self.store(&decision, &hashed).await {
                 Ok(s) => s,
                 Err(e) => {
@@ -186,6 +195,17 @@ impl FileJob<'_> {
             }
         }
         Outcome::Unstable(self.pending())
+    }
+
+    /// Whether this is a tracked file whose content changed: what the tripwire counts.
+    fn content_changed(&self, decision: &Decision, md5_hex: &str) -> bool {
+        let synced = |r: &&FileRow| r.status == FileStatus::Synced;
+        match self.work.previous.as_ref().filter(synced) {
+            Some(prev) => {
+                !matches!(decision, Decision::MetadataOnly) && prev.md5.as_deref() != Some(md5_hex)
+            }
+            None => false,
+        }
     }
 
     /// Step 1: reads the file on a blocking thread for its MD5 (a busy file: its prefix).

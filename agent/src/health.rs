@@ -2,7 +2,9 @@
 //!
 //! In: the agent, its metrics registry and the watch loop's health flags. Out: `GET /metrics`,
 //! `GET /healthz` (200 while the process runs) and `GET /readyz` (200 only when PostgreSQL and
-//! the bucket answer and the file watcher is alive; 503 with which one is not).
+//! the bucket answer and the file watcher is alive; 503 with which one is not). `/readyz` also
+//! lists what the guards hold (`held`), without changing its status: a hold needs a person,
+//! not a restart, and a failing probe would take the whole pod out of service.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
@@ -41,7 +43,12 @@ pub fn router(
                     };
                     (
                         status,
-                        Json(json!({"database": db, "s3": s3, "watcher": watcher})),
+                        Json(json!({
+                            "database": db,
+                            "s3": s3,
+                            "watcher": watcher,
+                            "held": crate::guard::status(&agent),
+                        })),
                     )
                 }
             }),

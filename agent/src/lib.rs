@@ -21,6 +21,7 @@ pub mod cli;
 pub mod config;
 pub mod delete;
 pub mod file;
+pub mod guard;
 pub mod hash;
 pub mod health;
 pub mod merge;
@@ -62,6 +63,8 @@ pub struct Agent {
     pub metrics: metrics::AgentMetrics,
     /// Compiled EXCLUDE patterns.
     pub excludes: scan::Excludes,
+    /// What the guards over time hold (deletes, changed files), shared by passes and batches.
+    pub holds: Arc<guard::Holds>,
 }
 
 impl Agent {
@@ -115,6 +118,7 @@ impl Agent {
             metrics,
             excludes,
             settings,
+            holds: Arc::default(),
         })
     }
 

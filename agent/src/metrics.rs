@@ -50,6 +50,38 @@ pub struct AgentMetrics {
     pub s3_retries: IntCounter,
     /// Files whose last sync in watch mode was forced by MAX_SYNC_DELAY (still changing).
     pub busy_files: IntGauge,
+    /// What the guards over time hold.
+    pub guards: GuardMetrics,
+}
+
+/// The guards' metrics.
+#[derive(Debug, Clone)]
+pub struct GuardMetrics {
+    /// Deletes held now.
+    pub deletes_held: IntGauge,
+    /// Changed files whose upload is held now.
+    pub changes_held: IntGauge,
+    /// Times the mass-change tripwire tripped.
+    pub tripwire_trips: IntCounter,
+}
+
+impl GuardMetrics {
+    fn register(r: &Reg) -> prometheus::Result<Self> {
+        Ok(GuardMetrics {
+            deletes_held: r.gauge(
+                names::AGENT_DELETES_HELD,
+                "Deletes a guard holds until an operator releases them.",
+            )?,
+            changes_held: r.gauge(
+                names::AGENT_CHANGES_HELD,
+                "Changed files whose upload the mass-change tripwire holds until released.",
+            )?,
+            tripwire_trips: r.counter(
+                names::AGENT_TRIPWIRE_TRIPS,
+                "Times the mass-change tripwire tripped.",
+            )?,
+        })
+    }
 }
 
 impl AgentMetrics {
@@ -129,6 +161,7 @@ impl AgentMetrics {
                 "Passes whose deletes a guard refused, by guard.",
                 &["guard"],
             )?,
+            guards: GuardMetrics::register(&r)?,
         };
         metrics.zero_known_labels();
         Ok(metrics)

@@ -28,6 +28,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::delete::{self, check_deletes, DeleteContext};
 use crate::file::{self, rename_sources, ReadMode, RenameSources};
+use crate::guard;
 use crate::merge::{CatalogRows, Entry, Merge, Work};
 use crate::progress::Progress;
 use crate::record::Recorder;
@@ -73,6 +74,12 @@ pub async fn sync_once(agent: &Agent, opts: &SyncOptions) -> anyhow::Result<Sync
         .progress
         .then(|| crate::progress::report(rec.progress()));
 
+    if !opts.dry_run {
+        guard::begin_full_pass(agent);
+        guard::load_tripwire(agent)
+            .await
+            .context("reading the guards")?;
+    }
     let merged = scan_merge_transfer(agent, opts, &mut rec).await?;
     if opts.dry_run {
         return Ok(dry_run_report(agent, merged, rec, started));
@@ -90,6 +97,7 @@ pub async fn sync_once(agent: &Agent, opts: &SyncOptions) -> anyhow::Result<Sync
     if rec.report().deleted > 0 {
         retry_after_deletes(agent, &mut rec).await?;
     }
+    guard::settle(agent).await.context("writing the guards")?;
     rec.finish(started).await
 }
 

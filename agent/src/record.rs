@@ -110,6 +110,11 @@ impl<'a> Recorder<'a> {
                 self.report.vanished.push(path);
                 Ok(())
             }
+            Outcome::Held(path) => {
+                tracing::debug!(path = %path, "changed content held by the tripwire");
+                self.report.changes_held += 1;
+                Ok(())
+            }
             Outcome::Unstable(mut p) => {
                 p.reason = format!(
                     "kept changing during {ATTEMPTS} attempts; left pending for the next pass"

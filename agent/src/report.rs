@@ -157,6 +157,8 @@ pub struct SyncReport {
     pub vanished: Vec<String>,
     /// Why deletes were refused, if they were.
     pub deletes_blocked: Option<Blocked>,
+    /// Changed files whose upload the mass-change tripwire held.
+    pub changes_held: u64,
     /// With --dry-run: the actions a real pass would take, one per line.
     pub planned: Vec<String>,
     /// Wall time.
@@ -164,11 +166,12 @@ pub struct SyncReport {
 }
 
 impl SyncReport {
-    /// Whether S3 and the catalog now match the tree: nothing failed, nothing refused, no
-    /// name that could not be synced.
+    /// Whether S3 and the catalog now match the tree: nothing failed, nothing refused or held,
+    /// no name that could not be synced.
     pub fn converged(&self) -> bool {
         self.failed.is_empty()
             && self.deletes_blocked.is_none()
+            && self.changes_held == 0
             && !self.skipped.iter().any(|s| s.reason.is_problem())
     }
 

@@ -33,6 +33,7 @@ use tokio::time::Instant;
 
 use crate::delete::{self, DeleteContext};
 use crate::file::rename_sources;
+use crate::guard;
 use crate::merge::{self, Entry};
 use crate::pass::{self, SyncOptions};
 use crate::record::Recorder;
@@ -53,16 +54,20 @@ pub enum RescanCause {
     WatchError,
     /// Asked for through [`WatchHandle::rescan`].
     Forced,
+    /// An operator released what a guard held (`portail-agent release-deletes` /
+    /// `release-changes`): the full pass lets it through.
+    Release,
 }
 
 impl RescanCause {
     /// Every cause, so the metric exports a zero for each before one happens.
-    pub const ALL: [RescanCause; 5] = [
+    pub const ALL: [RescanCause; 6] = [
         RescanCause::Startup,
         RescanCause::Interval,
         RescanCause::Overflow,
         RescanCause::WatchError,
         RescanCause::Forced,
+        RescanCause::Release,
     ];
 
     /// The metric label.
@@ -73,6 +78,7 @@ impl RescanCause {
             RescanCause::Overflow => "overflow",
             RescanCause::WatchError => "watch_error",
             RescanCause::Forced => "forced",
+            RescanCause::Release => "release",
         }
     }
 }
@@ -110,6 +116,25 @@ impl WatchHandle {
     pub fn rescan(&self, cause: RescanCause) {
         let _ = self.tx.send(Signal::Rescan(cause));
     }
+}
+
+/// How often watch mode looks for a release while a guard holds something.
+const RELEASE_POLL: Duration = Duration::from_secs(2);
+
+/// When an operator last released a hold that still has allowance to use.
+async fn released(agent: &Agent) -> Option<chrono::DateTime<chrono::Utc>> {
+    for kind in [guard::Kind::Deletes, guard::Kind::Changes] {
+        match catalog::guard_hold(&agent.pool, agent.id, kind.label()).await {
+            Ok(Some(h)) if h.allowance > 0 => {
+                tracing::warn!(kind = kind.label(), held = h.held, by = ?h.released_by, "released by an operator; letting the held files through");
+                return h.released_at;
+            }
+            Ok(_) => {}
+            // The next batch reports a catalog outage; here it only delays the release.
+            Err(e) => tracing::debug!(error = %e, "cannot read the guard holds"),
+        }
+    }
+    None
 }
 
 /// How long a file closed after writing waits for a further event before it is synced. The
@@ -154,6 +179,10 @@ pub async fn run(
     let tick = (settle / 4).clamp(Duration::from_millis(10), CLOSED_SETTLE);
     let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut release_poll = tokio::time::interval(RELEASE_POLL);
+    // Each release starts one full pass, however long what it released stays held otherwise.
+    let mut last_release = None;
+    release_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     loop {
         tokio::select! {
@@ -169,6 +198,13 @@ pub async fn run(
                 }
             },
             _ = interval.tick() => { state.full_due.get_or_insert((Instant::now(), RescanCause::Interval)); }
+            _ = release_poll.tick(), if guard::holding(agent) => {
+                let release = released(agent).await;
+                if release.is_some() && release != last_release {
+                    last_release = release;
+                    state.full_due.get_or_insert((Instant::now(), RescanCause::Release));
+                }
+            }
             _ = ticker.tick() => {
                 let Some(work) = state.next_work(Instant::now()) else {
                     agent.metrics.sync_lag.set(state.lag_seconds(Instant::now()));
@@ -510,6 +546,7 @@ impl State {
         let busy = self.synced(&paths);
         let mut rec = Recorder::new(agent);
         if !files.is_empty() {
+            guard::load_tripwire(agent).await?;
             self.sync_present(agent, files, &busy, &mut rec).await?;
             let failed: HashSet<String> =
                 rec.report().failed.iter().map(|f| f.path.clone()).collect();
@@ -529,8 +566,10 @@ impl State {
             }
         }
         delete_expired(agent, deletes, &mut rec).await?;
+        guard::settle(agent).await?;
         let report = rec.into_report().await?;
-        if !report.failed.is_empty() || report.deletes_blocked.is_some() {
+        if !report.failed.is_empty() || report.deletes_blocked.is_some() || report.changes_held > 0
+        {
             tracing::warn!("{}", report.summary());
         } else {
             tracing::debug!("{}", report.summary());

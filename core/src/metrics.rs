@@ -54,6 +54,14 @@ pub mod names {
     pub const AGENT_S3_RETRIES: &str = "portail_agent_s3_retries_total";
     /// Counter by `guard`: passes whose deletes a safety guard refused.
     pub const AGENT_DELETES_BLOCKED: &str = "portail_agent_deletes_blocked_total";
+    /// Gauge: deletes a guard holds now, until released (`portail-agent release-deletes`).
+    pub const AGENT_DELETES_HELD: &str = "portail_agent_deletes_held";
+    /// Gauge: changed files whose upload the mass-change tripwire holds now, until released
+    /// (`portail-agent release-changes`).
+    pub const AGENT_CHANGES_HELD: &str = "portail_agent_changes_held";
+    /// Counter: times the mass-change tripwire tripped (MAX_CHANGE_PERCENT within
+    /// CHANGE_WINDOW).
+    pub const AGENT_TRIPWIRE_TRIPS: &str = "portail_agent_tripwire_trips_total";
 
     /// Counter by `route`, `method`, `status`: HTTP requests served by the url-service.
     pub const URL_HTTP_REQUESTS: &str = "portail_url_http_requests_total";

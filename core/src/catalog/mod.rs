@@ -9,6 +9,7 @@
 //! | [`agents`] | `agents` |
 //! | [`files`] | `files` (and the `file_events` row written with each change) |
 //! | [`events`] | `file_events` (reads) |
+//! | [`guards`] | `guard_ledger`, `guard_holds` |
 //! | [`journal`] | `multipart_uploads` |
 //! | [`unsyncable`] | `unsyncable_entries` |
 //! | [`tokens`] | `api_tokens` |
@@ -20,6 +21,7 @@
 pub mod agents;
 pub mod events;
 pub mod files;
+pub mod guards;
 pub mod journal;
 pub mod links;
 mod models;
@@ -29,6 +31,7 @@ pub mod unsyncable;
 pub use agents::*;
 pub use events::*;
 pub use files::*;
+pub use guards::*;
 pub use journal::*;
 pub use links::*;
 pub use models::*;

@@ -1,0 +1,425 @@
+//! Guards over time: the delete guards counted over DELETE_WINDOW, and the mass-change
+//! tripwire over CHANGE_WINDOW. Both hold what they refuse until an operator releases it.
+//!
+//! In: a batch's deletes or changed files (from a full pass or a watch batch, the same code),
+//! the catalog's `guard_ledger` (what passed each guard lately, so a window survives restarts)
+//! and `guard_holds` (what is held, and a release). Out: a verdict per batch or file, the
+//! `portail_agent_{deletes,changes}_held` gauges, and the holds written back for `/readyz`,
+//! the CLI and the next run.
+//!
+//! Why windows: a guard checked per batch lets any delete spread over time through (a slow
+//! script removing one folder a second deletes everything, mc#2373 in slow motion). Why holds
+//! are sticky: once a count guard tripped, nothing more of that kind goes until a person looks
+//! (`portail-agent release-deletes` / `release-changes`); a rolling window alone would let the
+//! same damage through an hour later. New files always upload.
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use portail_core::catalog;
+use serde_json::json;
+
+use crate::delete::{self, Blocked, DeleteContext, Guard};
+use crate::Agent;
+
+/// How many held paths a hold names (in the log, `/readyz` and the catalog).
+const SAMPLE: usize = 10;
+
+/// What a guard holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Deletes of vanished files.
+    Deletes,
+    /// Uploads of files whose content changed.
+    Changes,
+}
+
+impl Kind {
+    /// The catalog's and the CLI's name.
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Deletes => "deletes",
+            Kind::Changes => "changes",
+        }
+    }
+}
+
+/// The mass-change tripwire's limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChangeLimit {
+    /// MAX_CHANGE_PERCENT; 100 disables the tripwire.
+    pub max_percent: u32,
+    /// CHANGE_WINDOW.
+    pub window: Duration,
+    /// CHANGE_MIN_FILES: never trips on fewer changes than this.
+    pub min_files: u64,
+}
+
+impl ChangeLimit {
+    /// How many changes the window allows over `base` tracked files.
+    fn allowed(&self, base: u64) -> u64 {
+        (base * u64::from(self.max_percent) / 100).max(self.min_files)
+    }
+}
+
+/// What the guards hold in this process, shared by passes and watch batches.
+#[derive(Debug, Default)]
+pub struct Holds {
+    inner: Mutex<HoldState>,
+}
+
+#[derive(Debug, Default)]
+struct HoldState {
+    deletes: BTreeSet<String>,
+    delete_guard: Option<Guard>,
+    changes: BTreeSet<String>,
+    budget: Option<ChangeBudget>,
+    /// What `settle` last wrote (held deletes, held changes), so a batch that changed nothing
+    /// costs no query.
+    written: Option<(usize, usize)>,
+}
+
+/// The tripwire's state for one pass or batch, loaded at its start.
+#[derive(Debug, Clone, Default)]
+struct ChangeBudget {
+    /// Changes the window allows; None when the tripwire is off.
+    allowed: Option<u64>,
+    /// Changes that passed within the window before and during this batch.
+    passed: u64,
+    /// Changes this batch let through (written to the ledger at the end).
+    admitted: u64,
+    /// Files tracked at the window's start.
+    base: u64,
+    /// Held files a release still lets through, and how many this batch used.
+    allowance: u64,
+    allowance_used: u64,
+    /// Tripped: held since an earlier batch (sticky), or during this one.
+    tripped: bool,
+    /// The first files admitted in this batch, for the log when it trips.
+    first: Vec<String>,
+    /// Seconds from the window's oldest change to the batch's start, and the start: the rate.
+    window_secs: f64,
+    started: Option<std::time::Instant>,
+}
+
+/// What the holds look like now, for `/readyz`.
+pub fn status(agent: &Agent) -> serde_json::Value {
+    let s = agent.holds.inner.lock().expect("holds lock");
+    let sample = |set: &BTreeSet<String>| set.iter().take(SAMPLE).cloned().collect::<Vec<_>>();
+    json!({
+        "deletes": {"count": s.deletes.len(), "guard": s.delete_guard.map(|g| g.label()), "first": sample(&s.deletes)},
+        "changes": {"count": s.changes.len(), "first": sample(&s.changes)},
+    })
+}
+
+/// Whether anything is held (watch mode then polls for a release).
+pub fn holding(agent: &Agent) -> bool {
+    let s = agent.holds.inner.lock().expect("holds lock");
+    !s.deletes.is_empty() || !s.changes.is_empty()
+}
+
+/// A full pass recomputes what is held: it forgets what earlier batches held.
+pub fn begin_full_pass(agent: &Agent) {
+    let mut s = agent.holds.inner.lock().expect("holds lock");
+    s.deletes.clear();
+    s.delete_guard = None;
+    s.changes.clear();
+}
+
+/// How a batch of deletes may go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeletesPass {
+    /// Deletes that count against the window (the rest ran on a release's allowance).
+    counted: u64,
+    /// Deletes a release let through.
+    allowance_used: u64,
+    /// Files tracked at the window's start.
+    base: u64,
+}
+
+/// Checks `plain` deletes (renames excluded) against the guards: the tree guards first, then a
+/// release's allowance, a sticky hold, and the count guards over DELETE_WINDOW.
+pub async fn check_deletes(
+    agent: &Agent,
+    ctx: &DeleteContext,
+    plain: u64,
+) -> anyhow::Result<Result<DeletesPass, Blocked>> {
+    let g = agent.settings.delete_guards();
+    if let Err(b) = delete::check_tree(&g, ctx, plain) {
+        return Ok(Err(b));
+    }
+    let hold = catalog::guard_hold(&agent.pool, agent.id, Kind::Deletes.label()).await?;
+    let allowance = hold.as_ref().map_or(0, |h| h.allowance.max(0) as u64);
+    let counted = plain.saturating_sub(allowance);
+    let mut pass = DeletesPass {
+        counted,
+        allowance_used: plain - counted,
+        base: ctx.tracked,
+    };
+    if counted == 0 || !g.counts_on() {
+        return Ok(Ok(pass));
+    }
+    if let Some(h) = hold.filter(|h| h.allowance == 0 && Guard::counting(&h.guard)) {
+        return Ok(Err(Blocked {
+            guard: Guard::from_label(&h.guard).unwrap_or(Guard::MaxDeletePercent),
+            message: format!(
+                "holding {plain} more deletes: guard {} tripped at {} and holds {} deletes; if they are wanted, run `portail-agent release-deletes`",
+                h.guard, h.held_since, h.held
+            ),
+        }));
+    }
+    let w = ledger(agent, Kind::Deletes, g.window).await?;
+    pass.base = w.base.map_or(ctx.tracked, |b| b.max(0) as u64);
+    let window_ctx = DeleteContext {
+        tracked: pass.base,
+        ..*ctx
+    };
+    let so_far = w.passed.max(0) as u64;
+    Ok(
+        match delete::check_counts(&g, &window_ctx, so_far + counted) {
+            Ok(()) => Ok(pass),
+            Err(mut b) if so_far > 0 => {
+                b.message = format!(
+                "{} ({so_far} already deleted within DELETE_WINDOW={:?}); or run `portail-agent release-deletes`",
+                b.message, g.window
+            );
+                Err(b)
+            }
+            Err(mut b) => {
+                b.message
+                    .push_str("; or run `portail-agent release-deletes`");
+                Err(b)
+            }
+        },
+    )
+}
+
+/// Records deletes that went: in the window's ledger, against a release's allowance, and out of
+/// the holds.
+pub async fn deletes_done(
+    agent: &Agent,
+    pass: DeletesPass,
+    paths: &[String],
+) -> anyhow::Result<()> {
+    let window = agent.settings.delete_guards().window;
+    if pass.counted > 0 && !window.is_zero() {
+        catalog::record_passed(
+            &agent.pool,
+            agent.id,
+            Kind::Deletes.label(),
+            pass.counted as i64,
+            pass.base as i64,
+            window.as_secs_f64(),
+        )
+        .await?;
+    }
+    let still = {
+        let mut s = agent.holds.inner.lock().expect("holds lock");
+        for p in paths {
+            s.deletes.remove(p);
+        }
+        s.deletes.len() as i64
+    };
+    if pass.allowance_used > 0 {
+        let used = pass.allowance_used as i64;
+        catalog::use_allowance(&agent.pool, agent.id, Kind::Deletes.label(), used, still).await?;
+    }
+    Ok(())
+}
+
+/// Holds deletes a guard refused.
+pub fn hold_deletes(agent: &Agent, guard: Guard, paths: impl Iterator<Item = String>) {
+    let mut s = agent.holds.inner.lock().expect("holds lock");
+    s.deletes.extend(paths);
+    s.delete_guard = Some(guard);
+}
+
+/// What passed a guard within `window` (nothing when the window is zero).
+async fn ledger(
+    agent: &Agent,
+    kind: Kind,
+    window: Duration,
+) -> sqlx::Result<catalog::LedgerWindow> {
+    if window.is_zero() {
+        return Ok(catalog::LedgerWindow {
+            passed: 0,
+            base: None,
+            oldest_secs: None,
+        });
+    }
+    catalog::ledger_window(&agent.pool, agent.id, kind.label(), window.as_secs_f64()).await
+}
+
+/// Loads the tripwire's state for a pass or batch: what passed within CHANGE_WINDOW, the base,
+/// a sticky hold and a release's allowance.
+pub async fn load_tripwire(agent: &Agent) -> anyhow::Result<()> {
+    let limit = agent.settings.change_tripwire();
+    let mut budget = ChangeBudget::default();
+    if limit.max_percent < 100 {
+        let tracked = catalog::agent_totals(&agent.pool, agent.id)
+            .await?
+            .synced_files as u64;
+        let hold = catalog::guard_hold(&agent.pool, agent.id, Kind::Changes.label()).await?;
+        let w = ledger(agent, Kind::Changes, limit.window).await?;
+        budget.base = w.base.map_or(tracked, |b| b.max(0) as u64);
+        budget.allowed = Some(limit.allowed(budget.base));
+        budget.passed = w.passed.max(0) as u64;
+        budget.window_secs = w.oldest_secs.unwrap_or(0.0);
+        budget.started = Some(std::time::Instant::now());
+        budget.allowance = hold.as_ref().map_or(0, |h| h.allowance.max(0) as u64);
+        budget.tripped = hold.is_some_and(|h| h.allowance == 0);
+    }
+    agent.holds.inner.lock().expect("holds lock").budget = Some(budget);
+    Ok(())
+}
+
+/// Whether a tracked file whose content changed may upload now. False: the tripwire holds it.
+pub fn admit_change(agent: &Agent, path: &str) -> bool {
+    let mut s = agent.holds.inner.lock().expect("holds lock");
+    let HoldState {
+        changes, budget, ..
+    } = &mut *s;
+    let Some(b) = budget.as_mut() else {
+        return true;
+    };
+    let Some(allowed) = b.allowed else {
+        return true;
+    };
+    if b.allowance > b.allowance_used {
+        b.allowance_used += 1;
+        changes.remove(path);
+        return true;
+    }
+    if !b.tripped && b.passed < allowed {
+        b.passed += 1;
+        b.admitted += 1;
+        if b.first.len() < SAMPLE {
+            b.first.push(path.to_string());
+        }
+        return true;
+    }
+    if !b.tripped {
+        b.tripped = true;
+        agent.metrics.guards.tripwire_trips.inc();
+        let limit = agent.settings.change_tripwire();
+        let elapsed = b.window_secs + b.started.map_or(0.0, |t| t.elapsed().as_secs_f64());
+        let per_min = b.passed as f64 * 60.0 / elapsed.max(1.0);
+        tracing::error!(
+            changed = b.passed,
+            tracked = b.base,
+            per_minute = format!("{per_min:.0}"),
+            first_changed = ?b.first,
+            first_held = path,
+            "mass-change tripwire: more than MAX_CHANGE_PERCENT={}% of {} tracked files changed content within CHANGE_WINDOW={:?}; holding uploads of changed files (new files still upload); if the changes are wanted, run `portail-agent release-changes`",
+            limit.max_percent, b.base, limit.window
+        );
+    }
+    changes.insert(path.to_string());
+    false
+}
+
+/// Ends a pass or batch: writes what passed to the ledgers, what is held to the catalog and
+/// the gauges.
+pub async fn settle(agent: &Agent) -> anyhow::Result<()> {
+    let (budget, deletes, delete_guard, changes, written) = {
+        let mut s = agent.holds.inner.lock().expect("holds lock");
+        let sample = |set: &BTreeSet<String>| set.iter().take(SAMPLE).cloned().collect::<Vec<_>>();
+        let now = (s.deletes.len(), s.changes.len());
+        (
+            s.budget.take(),
+            (s.deletes.len(), sample(&s.deletes)),
+            s.delete_guard,
+            (s.changes.len(), sample(&s.changes)),
+            s.written.replace(now),
+        )
+    };
+    agent.metrics.guards.deletes_held.set(deletes.0 as i64);
+    agent.metrics.guards.changes_held.set(changes.0 as i64);
+    if written.is_none_or(|(d, _)| d != deletes.0) {
+        let guard = delete_guard.map_or("none", |g| g.label());
+        if let Err(e) = write_hold(agent, Kind::Deletes, guard, deletes).await {
+            // Written next time, then.
+            agent.holds.inner.lock().expect("holds lock").written = None;
+            return Err(e.into());
+        }
+    }
+    let Some(b) = budget else {
+        return Ok(());
+    };
+    let limit = agent.settings.change_tripwire();
+    if b.admitted > 0 {
+        let (n, base) = (b.admitted as i64, b.base as i64);
+        let secs = limit.window.as_secs_f64();
+        catalog::record_passed(&agent.pool, agent.id, "changes", n, base, secs).await?;
+    }
+    if b.allowance_used > 0 {
+        let (used, held) = (b.allowance_used as i64, changes.0 as i64);
+        catalog::use_allowance(&agent.pool, agent.id, "changes", used, held).await?;
+    }
+    if b.tripped || changes.0 > 0 {
+        write_hold(agent, Kind::Changes, "max_change_percent", changes).await?;
+    }
+    Ok(())
+}
+
+/// Writes what a guard holds, or ends a hold that holds nothing (and has no release pending).
+async fn write_hold(
+    agent: &Agent,
+    kind: Kind,
+    guard: &str,
+    (held, sample): (usize, Vec<String>),
+) -> sqlx::Result<()> {
+    if held == 0 {
+        return catalog::use_allowance(&agent.pool, agent.id, kind.label(), 0, 0).await;
+    }
+    catalog::set_hold(
+        &agent.pool,
+        agent.id,
+        kind.label(),
+        guard,
+        held as i64,
+        &sample,
+    )
+    .await
+}
+
+/// Releases what `kind`'s guard holds for this agent (the CLI's `release-*`): prints what was
+/// released, or that nothing was held.
+pub async fn release(pool: &sqlx::PgPool, agent_name: &str, kind: Kind) -> anyhow::Result<String> {
+    let by = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    Ok(
+        match catalog::release_hold(pool, agent_name, kind.label(), &by).await? {
+            Some(h) => format!(
+                "released {} held {} of agent {agent_name} (guard {}, held since {}; first: {}). The agent lets them through within seconds in watch mode, or at its next pass; the window starts afresh",
+                h.held,
+                kind.label(),
+                h.guard,
+                h.held_since,
+                h.sample.join(", ")
+            ),
+            None => format!("agent {agent_name} holds no {}", kind.label()),
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tripwire_allows_its_share_but_never_fewer_than_the_floor() {
+        let l = ChangeLimit {
+            max_percent: 50,
+            window: Duration::from_secs(600),
+            min_files: 20,
+        };
+        assert_eq!(l.allowed(1000), 500);
+        assert_eq!(
+            l.allowed(10),
+            20,
+            "a small tree is never tripped by editing"
+        );
+        assert_eq!(l.allowed(0), 20);
+    }
+}
