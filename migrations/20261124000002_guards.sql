@@ -22,6 +22,9 @@ create table guard_holds (
     kind        text not null check (kind in ('deletes', 'changes')),
     -- The guard that tripped (the metric label), how many files it holds, the first of them.
     guard       text not null,
+    -- The guard's limit when it tripped (MAX_DELETE, MAX_DELETE_PERCENT or MAX_CHANGE_PERCENT):
+    -- a restart with that limit raised lifts the hold, as a release does.
+    guard_limit bigint,
     held        bigint not null check (held >= 0),
     sample      text[] not null default '{}',
     held_since  timestamptz not null default now(),

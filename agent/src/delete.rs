@@ -142,13 +142,10 @@ impl Guard {
         Guard::ALL.into_iter().find(|g| g.label() == label)
     }
 
-    /// Whether the label names a guard that counts deletes (MAX_DELETE, MAX_DELETE_PERCENT):
-    /// those hold until released. The others hold while the tree looks wrong.
-    pub fn counting(label: &str) -> bool {
-        matches!(
-            Guard::from_label(label),
-            Some(Guard::MaxDelete | Guard::MaxDeletePercent)
-        )
+    /// Whether the guard counts deletes (MAX_DELETE, MAX_DELETE_PERCENT): those hold until
+    /// released or raised. The others hold while the tree looks wrong.
+    pub fn counts(self) -> bool {
+        matches!(self, Guard::MaxDelete | Guard::MaxDeletePercent)
     }
 
     /// The metric label.
@@ -159,6 +156,26 @@ impl Guard {
             Guard::MaxDelete => "max_delete",
             Guard::MaxDeletePercent => "max_delete_percent",
         }
+    }
+}
+
+/// A counting guard's limit under `g` (None: off, or not a counting guard).
+pub fn limit(g: &DeleteGuards, guard: Guard) -> Option<i64> {
+    match guard {
+        Guard::MaxDelete => g.max_delete.map(|m| m as i64),
+        Guard::MaxDeletePercent => {
+            (g.max_delete_percent < 100).then_some(g.max_delete_percent.into())
+        }
+        Guard::ScanErrors | Guard::EmptyRoot => None,
+    }
+}
+
+/// Whether `g` raised (or turned off) `guard` since it tripped at limit `was`.
+pub fn raised(g: &DeleteGuards, guard: Guard, was: Option<i64>) -> bool {
+    match (limit(g, guard), was) {
+        (None, _) => true,
+        (Some(now), Some(was)) => now > was,
+        (Some(_), None) => false,
     }
 }
 
@@ -346,5 +363,25 @@ mod guard_tests {
             .unwrap_err()
             .message
             .contains("raise MAX_DELETE"));
+    }
+
+    #[test]
+    fn a_hold_is_lifted_only_by_a_higher_or_disabled_limit() {
+        let g = DeleteGuards {
+            max_delete: Some(10),
+            ..DEFAULT
+        };
+        assert!(!raised(&g, Guard::MaxDeletePercent, Some(50)), "same limit");
+        assert!(!raised(&g, Guard::MaxDelete, Some(10)));
+        assert!(raised(&g, Guard::MaxDelete, Some(5)), "raised");
+        let off = DeleteGuards {
+            max_delete_percent: 100,
+            ..DEFAULT
+        };
+        assert!(
+            raised(&off, Guard::MaxDeletePercent, Some(50)),
+            "turned off"
+        );
+        assert!(raised(&off, Guard::MaxDelete, Some(5)), "no cap now");
     }
 }

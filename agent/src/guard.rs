@@ -160,11 +160,15 @@ pub async fn check_deletes(
     if counted == 0 || !g.counts_on() {
         return Ok(Ok(pass));
     }
-    if let Some(h) = hold.filter(|h| h.allowance == 0 && Guard::counting(&h.guard)) {
+    let sticky = |h: &catalog::GuardHold| {
+        let tripped = Guard::from_label(&h.guard).filter(|g| g.counts());
+        h.allowance == 0 && tripped.is_some_and(|t| !delete::raised(&g, t, h.guard_limit))
+    };
+    if let Some(h) = hold.filter(sticky) {
         return Ok(Err(Blocked {
             guard: Guard::from_label(&h.guard).unwrap_or(Guard::MaxDeletePercent),
             message: format!(
-                "holding {plain} more deletes: guard {} tripped at {} and holds {} deletes; if they are wanted, run `portail-agent release-deletes`",
+                "holding {plain} deletes: guard {} tripped at {} and holds {} deletes; if they are wanted, run `portail-agent release-deletes` (or raise the limit)",
                 h.guard, h.held_since, h.held
             ),
         }));
@@ -235,6 +239,14 @@ pub fn hold_deletes(agent: &Agent, guard: Guard, paths: impl Iterator<Item = Str
     s.delete_guard = Some(guard);
 }
 
+/// Files that exist again (a folder moved back) are no longer held for deletion.
+pub fn present<'a>(agent: &Agent, paths: impl Iterator<Item = &'a str>) {
+    let mut s = agent.holds.inner.lock().expect("holds lock");
+    for p in paths {
+        s.deletes.remove(p);
+    }
+}
+
 /// What passed a guard within `window` (nothing when the window is zero).
 async fn ledger(
     agent: &Agent,
@@ -251,24 +263,43 @@ async fn ledger(
     catalog::ledger_window(&agent.pool, agent.id, kind.label(), window.as_secs_f64()).await
 }
 
+/// Where the tripwire's base comes from when its window is empty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tracked {
+    /// Count the catalog's synced rows now (a full pass: it reads every row anyway).
+    Count,
+    /// The count the last full pass left in the `tracked_files` gauge (a watch batch: counting
+    /// a million rows per batch would cost more than the batch).
+    LastPass,
+}
+
 /// Loads the tripwire's state for a pass or batch: what passed within CHANGE_WINDOW, the base,
 /// a sticky hold and a release's allowance.
-pub async fn load_tripwire(agent: &Agent) -> anyhow::Result<()> {
+pub async fn load_tripwire(agent: &Agent, tracked: Tracked) -> anyhow::Result<()> {
     let limit = agent.settings.change_tripwire();
     let mut budget = ChangeBudget::default();
     if limit.max_percent < 100 {
-        let tracked = catalog::agent_totals(&agent.pool, agent.id)
-            .await?
-            .synced_files as u64;
         let hold = catalog::guard_hold(&agent.pool, agent.id, Kind::Changes.label()).await?;
         let w = ledger(agent, Kind::Changes, limit.window).await?;
-        budget.base = w.base.map_or(tracked, |b| b.max(0) as u64);
+        budget.base = match (w.base, tracked) {
+            (Some(b), _) => b.max(0) as u64,
+            (None, Tracked::LastPass) => agent.metrics.tracked_files.get().max(0) as u64,
+            (None, Tracked::Count) => {
+                let totals = catalog::agent_totals(&agent.pool, agent.id).await?;
+                totals.synced_files.max(0) as u64
+            }
+        };
         budget.allowed = Some(limit.allowed(budget.base));
         budget.passed = w.passed.max(0) as u64;
         budget.window_secs = w.oldest_secs.unwrap_or(0.0);
         budget.started = Some(std::time::Instant::now());
         budget.allowance = hold.as_ref().map_or(0, |h| h.allowance.max(0) as u64);
-        budget.tripped = hold.is_some_and(|h| h.allowance == 0);
+        // Sticky until released, or until MAX_CHANGE_PERCENT is raised past the tripped limit.
+        let raised = |h: &catalog::GuardHold| {
+            h.guard_limit
+                .is_some_and(|l| i64::from(limit.max_percent) > l)
+        };
+        budget.tripped = hold.is_some_and(|h| h.allowance == 0 && !raised(&h));
     }
     agent.holds.inner.lock().expect("holds lock").budget = Some(budget);
     Ok(())
@@ -337,7 +368,8 @@ pub async fn settle(agent: &Agent) -> anyhow::Result<()> {
     agent.metrics.guards.deletes_held.set(deletes.0 as i64);
     agent.metrics.guards.changes_held.set(changes.0 as i64);
     if written.is_none_or(|(d, _)| d != deletes.0) {
-        let guard = delete_guard.map_or("none", |g| g.label());
+        let g = agent.settings.delete_guards();
+        let guard = delete_guard.map_or(("none", None), |d| (d.label(), delete::limit(&g, d)));
         if let Err(e) = write_hold(agent, Kind::Deletes, guard, deletes).await {
             // Written next time, then.
             agent.holds.inner.lock().expect("holds lock").written = None;
@@ -358,30 +390,30 @@ pub async fn settle(agent: &Agent) -> anyhow::Result<()> {
         catalog::use_allowance(&agent.pool, agent.id, "changes", used, held).await?;
     }
     if b.tripped || changes.0 > 0 {
-        write_hold(agent, Kind::Changes, "max_change_percent", changes).await?;
+        let guard = ("max_change_percent", Some(i64::from(limit.max_percent)));
+        write_hold(agent, Kind::Changes, guard, changes).await?;
     }
     Ok(())
 }
 
-/// Writes what a guard holds, or ends a hold that holds nothing (and has no release pending).
+/// Writes what a guard holds (its label and limit), or ends a hold that holds nothing.
 async fn write_hold(
     agent: &Agent,
     kind: Kind,
-    guard: &str,
+    (guard, guard_limit): (&str, Option<i64>),
     (held, sample): (usize, Vec<String>),
 ) -> sqlx::Result<()> {
     if held == 0 {
         return catalog::use_allowance(&agent.pool, agent.id, kind.label(), 0, 0).await;
     }
-    catalog::set_hold(
-        &agent.pool,
-        agent.id,
-        kind.label(),
+    let hold = catalog::NewHold {
+        kind: kind.label(),
         guard,
-        held as i64,
-        &sample,
-    )
-    .await
+        guard_limit,
+        held: held as i64,
+        sample: &sample,
+    };
+    catalog::set_hold(&agent.pool, agent.id, &hold).await
 }
 
 /// Releases what `kind`'s guard holds for this agent (the CLI's `release-*`): prints what was

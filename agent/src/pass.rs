@@ -76,7 +76,7 @@ pub async fn sync_once(agent: &Agent, opts: &SyncOptions) -> anyhow::Result<Sync
 
     if !opts.dry_run {
         guard::begin_full_pass(agent);
-        guard::load_tripwire(agent)
+        guard::load_tripwire(agent, guard::Tracked::Count)
             .await
             .context("reading the guards")?;
     }

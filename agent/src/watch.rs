@@ -542,11 +542,12 @@ impl State {
         self.hold_missing(agent, &missing, &since, now, grace)
             .await?;
         self.present(files.iter().map(|f| f.path.as_str()));
+        guard::present(agent, files.iter().map(|f| f.path.as_str()));
 
         let busy = self.synced(&paths);
         let mut rec = Recorder::new(agent);
         if !files.is_empty() {
-            guard::load_tripwire(agent).await?;
+            guard::load_tripwire(agent, guard::Tracked::LastPass).await?;
             self.sync_present(agent, files, &busy, &mut rec).await?;
             let failed: HashSet<String> =
                 rec.report().failed.iter().map(|f| f.path.clone()).collect();

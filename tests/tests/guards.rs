@@ -191,3 +191,60 @@ async fn a_mass_rewrite_trips_the_tripwire_and_converges_after_release() {
     );
     stop(agent).await;
 }
+
+#[tokio::test]
+async fn passes_count_deletes_over_the_window_and_a_tripped_guard_holds_until_released() {
+    let env = TestEnv::new().await;
+    for i in 0..10 {
+        env.write(&format!("f{i}"), b"x");
+    }
+    let agent = env.agent(env.settings_for("passes")).await;
+    assert!(env.sync(&agent).await.converged());
+    let remove = |range: std::ops::Range<usize>| {
+        for i in range {
+            std::fs::remove_file(env.root.path().join(format!("f{i}"))).unwrap();
+        }
+    };
+
+    // 30%, then 30% more: each pass alone is under 50%, the window is not.
+    remove(0..3);
+    assert_eq!(env.sync(&agent).await.deleted, 3);
+    remove(3..6);
+    let r = env.sync(&agent).await;
+    let blocked = r.deletes_blocked.expect("the window's 60% is refused");
+    assert_eq!(
+        blocked.guard,
+        portail_agent::delete::Guard::MaxDeletePercent
+    );
+    assert!(
+        blocked
+            .message
+            .contains("3 already deleted within DELETE_WINDOW"),
+        "{}",
+        blocked.message
+    );
+    assert_eq!((r.deleted, env.keys().await.len()), (0, 7));
+
+    // Sticky: a pass that would pass on its own (3 of 7 tracked, window off) is held too.
+    let mut per_pass = env.settings_for("passes");
+    per_pass.delete_window = portail_core::config::HumanDuration(Duration::ZERO);
+    let per_pass = env.agent(per_pass).await;
+    let r = env.sync(&per_pass).await;
+    let held = r.deletes_blocked.expect("held until released");
+    assert!(held.message.contains("release-deletes"), "{}", held.message);
+    assert_eq!(env.keys().await.len(), 7);
+
+    let said =
+        portail_agent::guard::release(&env.db.pool, "passes", portail_agent::guard::Kind::Deletes)
+            .await
+            .unwrap();
+    assert!(said.starts_with("released 3 held deletes"), "{said}");
+    let r = env.sync(&agent).await;
+    assert!(r.converged(), "{r:?}");
+    assert_eq!((r.deleted, env.keys().await.len()), (3, 4));
+    let holds: i64 = sqlx::query_scalar("select count(*) from guard_holds")
+        .fetch_one(&env.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(holds, 0, "the release was used up and the hold ended");
+}

@@ -20,6 +20,8 @@ pub struct LedgerWindow {
 pub struct GuardHold {
     /// The guard's metric label.
     pub guard: String,
+    /// Its limit when it tripped; a higher limit now lifts the hold.
+    pub guard_limit: Option<i64>,
     /// Files held.
     pub held: i64,
     /// The first of them.
@@ -94,7 +96,7 @@ pub async fn guard_hold(
     kind: &str,
 ) -> sqlx::Result<Option<GuardHold>> {
     sqlx::query_as::<_, GuardHold>(
-        "select guard, held, sample, held_since, released_at, released_by, allowance
+        "select guard, guard_limit, held, sample, held_since, released_at, released_by, allowance
          from guard_holds where agent_id = $1 and kind = $2",
     )
     .bind(agent_id)
@@ -103,26 +105,36 @@ pub async fn guard_hold(
     .await
 }
 
-/// Records what `guard` holds of `kind` now. Keeps `held_since` and any release.
-pub async fn set_hold(
-    pool: &PgPool,
-    agent_id: i64,
-    kind: &str,
-    guard: &str,
-    held: i64,
-    sample: &[String],
-) -> sqlx::Result<()> {
+/// What a guard holds, as [`set_hold`] writes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewHold<'a> {
+    /// `deletes` or `changes`.
+    pub kind: &'a str,
+    /// The guard's metric label.
+    pub guard: &'a str,
+    /// Its limit now.
+    pub guard_limit: Option<i64>,
+    /// Files held.
+    pub held: i64,
+    /// The first of them.
+    pub sample: &'a [String],
+}
+
+/// Records what a guard holds now. Keeps `held_since` and any release.
+pub async fn set_hold(pool: &PgPool, agent_id: i64, h: &NewHold<'_>) -> sqlx::Result<()> {
     sqlx::query(
-        "insert into guard_holds (agent_id, kind, guard, held, sample) values ($1, $2, $3, $4, $5)
+        "insert into guard_holds (agent_id, kind, guard, guard_limit, held, sample)
+         values ($1, $2, $3, $4, $5, $6)
          on conflict (agent_id, kind) do update
-         set guard = excluded.guard, held = excluded.held, sample = excluded.sample,
-             updated_at = now()",
+         set guard = excluded.guard, guard_limit = excluded.guard_limit, held = excluded.held,
+             sample = excluded.sample, updated_at = now()",
     )
     .bind(agent_id)
-    .bind(kind)
-    .bind(guard)
-    .bind(held)
-    .bind(sample)
+    .bind(h.kind)
+    .bind(h.guard)
+    .bind(h.guard_limit)
+    .bind(h.held)
+    .bind(h.sample)
     .execute(pool)
     .await
     .map(|_| ())
@@ -184,7 +196,7 @@ pub async fn release_hold(
          set released_at = now(), released_by = $3, allowance = h.held, updated_at = now()
          from agents a
          where a.id = h.agent_id and a.name = $1 and h.kind = $2 and h.held > 0
-         returning h.guard, h.held, h.sample, h.held_since, h.released_at, h.released_by,
+         returning h.guard, h.guard_limit, h.held, h.sample, h.held_since, h.released_at, h.released_by,
                    h.allowance",
     )
     .bind(agent_name)
