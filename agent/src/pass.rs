@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::delete::{self, check_deletes, DeleteContext};
+use crate::delete::{self, DeleteContext};
 use crate::file::{self, rename_sources, ReadMode, RenameSources};
 use crate::guard;
 use crate::merge::{CatalogRows, Entry, Merge, Work};
@@ -82,7 +82,7 @@ pub async fn sync_once(agent: &Agent, opts: &SyncOptions) -> anyhow::Result<Sync
     }
     let merged = scan_merge_transfer(agent, opts, &mut rec).await?;
     if opts.dry_run {
-        return Ok(dry_run_report(agent, merged, rec, started));
+        return dry_run_report(agent, merged, rec, started).await;
     }
     rec.unsyncable()
         .await
@@ -233,18 +233,19 @@ fn describe(w: &Work) -> String {
 }
 
 /// The report of a dry run: what would be read, and what would be deleted (or why not).
-fn dry_run_report(
+/// The plan of a dry run: the guards (over their window, holds included: they only read) say
+/// whether the deletes would go.
+async fn dry_run_report(
     agent: &Agent,
     merged: Merged,
     mut rec: Recorder<'_>,
     started: Instant,
-) -> SyncReport {
+) -> anyhow::Result<SyncReport> {
     let mut report = std::mem::take(rec.report());
     report.planned = merged.planned;
-    let guards = agent.settings.delete_guards();
     let n = merged.gone.len() as u64;
-    match check_deletes(&guards, &merged.delete_context, n) {
-        Ok(()) => report.planned.extend(merged.gone.iter().map(|r| {
+    match guard::check_deletes(agent, &merged.delete_context, n).await? {
+        Ok(_) => report.planned.extend(merged.gone.iter().map(|r| {
             format!(
                 "delete {} -> {} (or rename, if a new file has its content)",
                 r.path, r.s3_key
@@ -255,7 +256,7 @@ fn dry_run_report(
             .push(format!("deletes blocked: {}", b.message)),
     }
     report.elapsed = started.elapsed();
-    report
+    Ok(report)
 }
 
 /// Hashes, stores and records a stream of work items, as many files in flight as requests

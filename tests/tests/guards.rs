@@ -233,6 +233,18 @@ async fn passes_count_deletes_over_the_window_and_a_tripped_guard_holds_until_re
     let held = r.deletes_blocked.expect("held until released");
     assert!(held.message.contains("release-deletes"), "{}", held.message);
     assert_eq!(env.keys().await.len(), 7);
+    let dry = portail_agent::SyncOptions {
+        dry_run: true,
+        ..Default::default()
+    };
+    let plan = portail_agent::sync_once(&per_pass, &dry).await.unwrap();
+    assert!(
+        plan.planned
+            .iter()
+            .any(|l| l.starts_with("deletes blocked: holding 3 deletes")),
+        "a dry run sees the hold: {:?}",
+        plan.planned
+    );
 
     let said =
         portail_agent::guard::release(&env.db.pool, "passes", portail_agent::guard::Kind::Deletes)
