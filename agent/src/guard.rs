@@ -419,7 +419,14 @@ async fn write_hold(
 /// Releases what `kind`'s guard holds for this agent (the CLI's `release-*`): prints what was
 /// released, or that nothing was held.
 pub async fn release(pool: &sqlx::PgPool, agent_name: &str, kind: Kind) -> anyhow::Result<String> {
-    let by = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    // Who released it, for the record: the login, else the uid (a container has no USER).
+    let uid = || {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self").map_or("unknown".into(), |m| format!("uid {}", m.uid()))
+    };
+    let by = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| uid());
     Ok(
         match catalog::release_hold(pool, agent_name, kind.label(), &by).await? {
             Some(h) => format!(
