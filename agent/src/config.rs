@@ -77,6 +77,15 @@ pub struct AgentSettings {
     /// tracked files. Default 50; 100 disables the guard.
     #[serde(default = "default_max_delete_percent")]
     pub max_delete_percent: u32,
+    /// BWLIMIT: the most bytes per second all uploads together may send, in rclone's syntax: a
+    /// rate (`10M`, `512k`; a bare number is KiB/s; `off`), or a weekly timetable of
+    /// `TIME,RATE` entries in local time, such as `08:00,512k 18:00,off` or
+    /// `Mon-08:00,1M Sat-00:00,off`. Default: no limit.
+    pub bwlimit: Option<crate::transfer::Timetable>,
+    /// BWLIMIT_FILE: a file holding a BWLIMIT value (one entry per line allowed, `#` comments),
+    /// re-read within seconds of a change, so the limit changes without a restart. A bad edit
+    /// is logged and counted, and the previous limit stays. Not with BWLIMIT.
+    pub bwlimit_file: Option<PathBuf>,
     /// DELETE_WINDOW: MAX_DELETE and MAX_DELETE_PERCENT count every delete within this rolling
     /// window (against the files tracked at its start), not only one pass's or batch's, so
     /// deletes spread over time are held like one big one. Default `1h`; `0s` counts per pass.
@@ -196,6 +205,10 @@ impl FromEnv for AgentSettings {
         ("SHUTDOWN_TIMEOUT", ValueKind::Duration),
         ("DELETE_WINDOW", ValueKind::Duration),
         ("CHANGE_WINDOW", ValueKind::Duration),
+        (
+            "BWLIMIT",
+            ValueKind::Parsed(crate::transfer::bandwidth::check),
+        ),
     ];
 }
 
@@ -213,6 +226,8 @@ impl AgentSettings {
             exclude: Vec::new(),
             max_delete: None,
             max_delete_percent: default_max_delete_percent(),
+            bwlimit: None,
+            bwlimit_file: None,
             delete_window: default_delete_window(),
             max_change_percent: default_max_change_percent(),
             change_window: default_change_window(),
@@ -241,6 +256,7 @@ impl AgentSettings {
         if self.max_delete_percent > 100 {
             return invalid("MAX_DELETE_PERCENT", "must be between 0 and 100");
         }
+        self.bandwidth()?;
         if self.max_change_percent > 100 {
             return invalid("MAX_CHANGE_PERCENT", "must be between 0 and 100");
         }
@@ -281,6 +297,26 @@ impl AgentSettings {
             max_delete_percent: self.max_delete_percent,
             allow_empty_root: self.allow_empty_root,
             window: self.delete_window.0,
+        }
+    }
+
+    /// The bandwidth timetable to start with: BWLIMIT, or what BWLIMIT_FILE holds now.
+    pub fn bandwidth(&self) -> Result<Option<crate::transfer::Timetable>, ConfigError> {
+        let invalid = |var: &str, reason: String| ConfigError::Invalid {
+            var: var.into(),
+            reason,
+        };
+        match (&self.bwlimit, &self.bwlimit_file) {
+            (Some(_), Some(_)) => Err(invalid(
+                "BWLIMIT_FILE",
+                "set BWLIMIT or BWLIMIT_FILE, not both".into(),
+            )),
+            (Some(t), None) => Ok(Some(t.clone())),
+            (None, Some(path)) => crate::transfer::LimitFile { path: path.clone() }
+                .read()
+                .map(Some)
+                .map_err(|e| invalid("BWLIMIT_FILE", e)),
+            (None, None) => Ok(None),
         }
     }
 
@@ -365,5 +401,38 @@ mod tests {
             .unwrap_err()
             .to_string()
             .starts_with("MULTIPART_PART_SIZE"));
+    }
+
+    #[test]
+    fn bandwidth_settings_are_checked_at_start_and_name_the_variable() {
+        let vars = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
+        };
+        let err = AgentSettings::from_vars(vars(&[("SYNC_ROOT", "/d"), ("BWLIMIT", "08:00,fast")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("BWLIMIT is invalid"), "{err}");
+        assert!(err.contains("not a rate"), "{err}");
+        let s = AgentSettings::from_vars(vars(&[
+            ("SYNC_ROOT", "/d"),
+            ("BWLIMIT", "Mon-08:00,1M Sat-00:00,off"),
+        ]))
+        .unwrap();
+        assert_eq!(s.bandwidth().unwrap(), s.bwlimit);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bwlimit");
+        let mut s = s;
+        s.bwlimit_file = Some(file.clone());
+        let both = s.validate().unwrap_err().to_string();
+        assert!(both.contains("not both"), "{both}");
+        s.bwlimit = None;
+        let missing = s.validate().unwrap_err().to_string();
+        assert!(missing.starts_with("BWLIMIT_FILE is invalid"), "{missing}");
+        std::fs::write(&file, "# office hours\n08:00,512k\n18:00,off\n").unwrap();
+        s.validate().unwrap();
+        std::fs::write(&file, "08:00,512k 08:00,off").unwrap();
+        assert!(s.validate().unwrap_err().to_string().contains("same time"));
     }
 }

@@ -332,7 +332,7 @@ pub fn admit_change(agent: &Agent, path: &str) -> bool {
     }
     if !b.tripped {
         b.tripped = true;
-        agent.metrics.guards.tripwire_trips.inc();
+        agent.metrics.controls.tripwire_trips.inc();
         let limit = agent.settings.change_tripwire();
         let elapsed = b.window_secs + b.started.map_or(0.0, |t| t.elapsed().as_secs_f64());
         let per_min = b.passed as f64 * 60.0 / elapsed.max(1.0);
@@ -365,8 +365,8 @@ pub async fn settle(agent: &Agent) -> anyhow::Result<()> {
             s.written.replace(now),
         )
     };
-    agent.metrics.guards.deletes_held.set(deletes.0 as i64);
-    agent.metrics.guards.changes_held.set(changes.0 as i64);
+    agent.metrics.controls.deletes_held.set(deletes.0 as i64);
+    agent.metrics.controls.changes_held.set(changes.0 as i64);
     if written.is_none_or(|(d, _)| d != deletes.0) {
         let g = agent.settings.delete_guards();
         let guard = delete_guard.map_or(("none", None), |d| (d.label(), delete::limit(&g, d)));

@@ -67,6 +67,24 @@ pub struct Agent {
     pub holds: Arc<guard::Holds>,
 }
 
+/// The BWLIMIT budget, kept current (timetable, BWLIMIT_FILE) by a task, if a limit is set.
+fn bandwidth(
+    settings: &AgentSettings,
+    metrics: &metrics::AgentMetrics,
+) -> anyhow::Result<Option<Arc<transfer::Bandwidth>>> {
+    let Some(table) = settings.bandwidth()? else {
+        return Ok(None);
+    };
+    let bw = Arc::new(transfer::Bandwidth::new(table));
+    let file = settings
+        .bwlimit_file
+        .clone()
+        .map(|path| transfer::LimitFile { path });
+    let c = &metrics.controls;
+    transfer::bandwidth::spawn_refresh(&bw, file, c.bwlimit.clone(), c.bwlimit_file_errors.clone());
+    Ok(Some(bw))
+}
+
 impl Agent {
     /// Connects the stages: registers the agent in the catalog (running migrations first),
     /// registers its metrics, and aborts the multipart uploads an earlier run left behind.
@@ -101,8 +119,11 @@ impl Agent {
             pool: pool.clone(),
             agent_id: row.id,
         };
-        let transfer = transfer::Transfer::new(s3, bucket, settings.transfer())
+        let mut transfer = transfer::Transfer::new(s3, bucket, settings.transfer())
             .with_journal(Arc::new(journal));
+        if let Some(bw) = bandwidth(&settings, &metrics)? {
+            transfer = transfer.with_bandwidth(bw);
+        }
         let stale = transfer.abort_stale_multiparts(&prefix).await?;
         if stale > 0 {
             tracing::warn!(

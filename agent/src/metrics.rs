@@ -50,24 +50,28 @@ pub struct AgentMetrics {
     pub s3_retries: IntCounter,
     /// Files whose last sync in watch mode was forced by MAX_SYNC_DELAY (still changing).
     pub busy_files: IntGauge,
-    /// What the guards over time hold.
-    pub guards: GuardMetrics,
+    /// The production controls: what the guards hold, the bandwidth limit.
+    pub controls: ControlMetrics,
 }
 
-/// The guards' metrics.
+/// The production controls' metrics: guards over time and the bandwidth limit.
 #[derive(Debug, Clone)]
-pub struct GuardMetrics {
+pub struct ControlMetrics {
     /// Deletes held now.
     pub deletes_held: IntGauge,
     /// Changed files whose upload is held now.
     pub changes_held: IntGauge,
     /// Times the mass-change tripwire tripped.
     pub tripwire_trips: IntCounter,
+    /// The upload limit now, bytes per second; 0 when there is none.
+    pub bwlimit: IntGauge,
+    /// BWLIMIT_FILE edits that could not be read or parsed.
+    pub bwlimit_file_errors: IntCounter,
 }
 
-impl GuardMetrics {
+impl ControlMetrics {
     fn register(r: &Reg) -> prometheus::Result<Self> {
-        Ok(GuardMetrics {
+        Ok(ControlMetrics {
             deletes_held: r.gauge(
                 names::AGENT_DELETES_HELD,
                 "Deletes a guard holds until an operator releases them.",
@@ -79,6 +83,14 @@ impl GuardMetrics {
             tripwire_trips: r.counter(
                 names::AGENT_TRIPWIRE_TRIPS,
                 "Times the mass-change tripwire tripped.",
+            )?,
+            bwlimit: r.gauge(
+                names::AGENT_BWLIMIT,
+                "Upload bandwidth limit now (BWLIMIT), bytes per second; 0: no limit.",
+            )?,
+            bwlimit_file_errors: r.counter(
+                names::AGENT_BWLIMIT_FILE_ERRORS,
+                "BWLIMIT_FILE edits that could not be read or parsed (the previous limit stays).",
             )?,
         })
     }
@@ -161,7 +173,7 @@ impl AgentMetrics {
                 "Passes whose deletes a guard refused, by guard.",
                 &["guard"],
             )?,
-            guards: GuardMetrics::register(&r)?,
+            controls: ControlMetrics::register(&r)?,
         };
         metrics.zero_known_labels();
         Ok(metrics)

@@ -39,6 +39,8 @@ pub enum ValueKind {
     Size,
     /// One of a fixed set of words (an enum).
     OneOf(&'static [&'static str]),
+    /// A value of a custom type; the function says why a value is not one.
+    Parsed(fn(&str) -> Result<(), String>),
 }
 
 /// A configuration section read from environment variables.
@@ -63,6 +65,7 @@ pub trait FromEnv: DeserializeOwned {
                     ValueKind::Size => value.parse::<ByteSize>().map(|_| ()),
                     ValueKind::OneOf(words) if words.contains(&value.as_str()) => Ok(()),
                     ValueKind::OneOf(words) => Err(format!("must be one of: {}", words.join(", "))),
+                    ValueKind::Parsed(check) => check(value),
                 };
                 if let Err(reason) = result {
                     return Err(ConfigError::Invalid {

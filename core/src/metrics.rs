@@ -62,6 +62,11 @@ pub mod names {
     /// Counter: times the mass-change tripwire tripped (MAX_CHANGE_PERCENT within
     /// CHANGE_WINDOW).
     pub const AGENT_TRIPWIRE_TRIPS: &str = "portail_agent_tripwire_trips_total";
+    /// Gauge: the upload bandwidth limit now (BWLIMIT or BWLIMIT_FILE, after the timetable),
+    /// bytes per second; 0 when there is none.
+    pub const AGENT_BWLIMIT: &str = "portail_agent_bwlimit_bytes_per_second";
+    /// Counter: BWLIMIT_FILE edits that could not be read or parsed.
+    pub const AGENT_BWLIMIT_FILE_ERRORS: &str = "portail_agent_bwlimit_file_errors_total";
 
     /// Counter by `route`, `method`, `status`: HTTP requests served by the url-service.
     pub const URL_HTTP_REQUESTS: &str = "portail_url_http_requests_total";

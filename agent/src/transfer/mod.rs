@@ -11,8 +11,10 @@
 //! Requests in flight are capped by one semaphore shared by every request (single PUTs,
 //! multipart parts, copies, HEADs), so memory stays at most `UPLOAD_CONCURRENCY × part size`.
 //! A failed multipart upload is aborted before the error is returned. The SDK retries 5xx and
-//! SlowDown with backoff.
+//! SlowDown with backoff. Every request body (a PUT, a part) first waits for the BWLIMIT budget
+//! ([`bandwidth`]), shared by all transfers; an SDK retry of a body does not pay twice.
 
+pub mod bandwidth;
 mod error;
 mod multipart;
 mod read;
@@ -27,6 +29,8 @@ use base64::Engine;
 use futures::future::BoxFuture;
 use portail_core::catalog::OpenMultipart;
 use tokio::sync::Semaphore;
+
+pub use bandwidth::{Bandwidth, LimitFile, Timetable};
 
 pub use error::TransferError;
 pub use read::ListedObject;
@@ -101,6 +105,7 @@ pub struct Transfer {
     config: TransferConfig,
     in_flight: Arc<Semaphore>,
     journal: Option<Arc<dyn MultipartJournal>>,
+    bandwidth: Option<Arc<Bandwidth>>,
 }
 
 /// `Content-MD5` and `md5chksum` both carry the base64 MD5.
@@ -144,6 +149,21 @@ impl Transfer {
             in_flight: Arc::new(Semaphore::new(config.requests_in_flight)),
             config,
             journal: None,
+            bandwidth: None,
+        }
+    }
+
+    /// Caps the bytes per second of every request body at `bandwidth` (BWLIMIT).
+    pub fn with_bandwidth(mut self, bandwidth: Arc<Bandwidth>) -> Self {
+        self.bandwidth = Some(bandwidth);
+        self
+    }
+
+    /// Waits until `bytes` fit the bandwidth limit. Taken before a request slot, so a body
+    /// waiting for its turn holds no slot that a HEAD or a delete could use.
+    async fn budget(&self, bytes: u64) {
+        if let Some(b) = &self.bandwidth {
+            b.acquire(bytes).await;
         }
     }
 
@@ -180,6 +200,7 @@ impl Transfer {
         md5: &[u8; 16],
         content_type: &str,
     ) -> Result<Stored, TransferError> {
+        self.budget(body.len() as u64).await;
         let _permit = self.permit().await;
         self.put_object(key, ByteStream::from(body), md5, content_type)
             .await
@@ -198,6 +219,7 @@ impl Transfer {
         if self.config.is_multipart(size) {
             return self.put_multipart(key, path, size, md5, content_type).await;
         }
+        self.budget(size).await;
         let _permit = self.permit().await;
         let body = ByteStream::read_from()
             .path(path)

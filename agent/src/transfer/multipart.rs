@@ -210,6 +210,7 @@ impl Transfer {
         offset: u64,
         len: usize,
     ) -> Result<CompletedPart, TransferError> {
+        self.budget(len as u64).await;
         let _permit = self.permit().await;
         let (buf, md5) = tokio::task::spawn_blocking(move || {
             let mut buf = vec![0u8; len];
