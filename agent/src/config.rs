@@ -50,6 +50,20 @@ pub struct AgentSettings {
     /// `S3_PREFIX=host1` stores `a/b.txt` as `host1/a/b.txt`. Default: empty.
     #[serde(default)]
     pub s3_prefix: String,
+    /// S3_SSE: server-side encryption of every object written: `AES256` or `aws:kms`.
+    /// Default: the bucket's own setting.
+    pub s3_sse: Option<String>,
+    /// S3_SSE_KMS_KEY_ID: the KMS key for S3_SSE=aws:kms (default: the account's S3 key).
+    pub s3_sse_kms_key_id: Option<String>,
+    /// S3_SSE_CUSTOMER_KEY: SSE-C, 32 bytes in base64 (`openssl rand -base64 32`), sent with
+    /// every write and read. Lose it and the objects are lost. Not with S3_SSE.
+    pub s3_sse_customer_key: Option<portail_core::config::Secret>,
+    /// S3_STORAGE_CLASS: the storage class of every object written (e.g. `STANDARD_IA`).
+    /// Default: the bucket's default (STANDARD).
+    pub s3_storage_class: Option<String>,
+    /// S3_OBJECT_TAGS: tags on every object written, `k=v&k2=v2` (at most 10; keys up to 128
+    /// characters, values up to 256), for lifecycle and replication rules.
+    pub s3_object_tags: Option<String>,
     /// METRICS_ADDR: where `/metrics`, `/healthz` and `/readyz` are served.
     /// Default `127.0.0.1:9101`.
     #[serde(default = "default_metrics_addr")]
@@ -193,6 +207,13 @@ fn default_part_size() -> ByteSize {
     ByteSize(5 << 20)
 }
 
+fn check_storage_class(s: &str) -> Result<(), String> {
+    crate::transfer::write::storage_class(s).map(|_| ())
+}
+fn check_tags(s: &str) -> Result<(), String> {
+    crate::transfer::write::tags(s).map(|_| ())
+}
+
 impl FromEnv for AgentSettings {
     const TYPED_VARS: &'static [(&'static str, ValueKind)] = &[
         ("MULTIPART_THRESHOLD", ValueKind::Size),
@@ -209,6 +230,9 @@ impl FromEnv for AgentSettings {
             "BWLIMIT",
             ValueKind::Parsed(crate::transfer::bandwidth::check),
         ),
+        ("S3_SSE", ValueKind::OneOf(&["AES256", "aws:kms"])),
+        ("S3_STORAGE_CLASS", ValueKind::Parsed(check_storage_class)),
+        ("S3_OBJECT_TAGS", ValueKind::Parsed(check_tags)),
     ];
 }
 
@@ -219,6 +243,11 @@ impl AgentSettings {
             sync_root: root.into(),
             agent_id: None,
             s3_prefix: String::new(),
+            s3_sse: None,
+            s3_sse_kms_key_id: None,
+            s3_sse_customer_key: None,
+            s3_storage_class: None,
+            s3_object_tags: None,
             metrics_addr: default_metrics_addr(),
             upload_concurrency: default_upload_concurrency(),
             multipart_threshold: default_multipart_threshold(),
@@ -257,6 +286,7 @@ impl AgentSettings {
             return invalid("MAX_DELETE_PERCENT", "must be between 0 and 100");
         }
         self.bandwidth()?;
+        self.write_options()?;
         if self.max_change_percent > 100 {
             return invalid("MAX_CHANGE_PERCENT", "must be between 0 and 100");
         }
@@ -298,6 +328,34 @@ impl AgentSettings {
             allow_empty_root: self.allow_empty_root,
             window: self.delete_window.0,
         }
+    }
+
+    /// What every write carries: encryption, storage class, tags. Checked once, at start.
+    pub fn write_options(&self) -> Result<crate::transfer::WriteOptions, ConfigError> {
+        use crate::transfer::write;
+        let invalid = |(var, reason): (&str, String)| ConfigError::Invalid {
+            var: var.into(),
+            reason,
+        };
+        let sse = write::sse(
+            self.s3_sse.as_deref(),
+            self.s3_sse_kms_key_id.as_deref(),
+            self.s3_sse_customer_key.as_ref().map(|k| k.expose()),
+        )
+        .map_err(invalid)?;
+        let storage_class = match &self.s3_storage_class {
+            Some(c) => Some(write::storage_class(c).map_err(|e| invalid(("S3_STORAGE_CLASS", e)))?),
+            None => None,
+        };
+        let tags = match &self.s3_object_tags {
+            Some(t) => Some(write::tags(t).map_err(|e| invalid(("S3_OBJECT_TAGS", e)))?),
+            None => None,
+        };
+        Ok(crate::transfer::WriteOptions {
+            sse,
+            storage_class,
+            tags,
+        })
     }
 
     /// The bandwidth timetable to start with: BWLIMIT, or what BWLIMIT_FILE holds now.
@@ -434,5 +492,47 @@ mod tests {
         s.validate().unwrap();
         std::fs::write(&file, "08:00,512k 08:00,off").unwrap();
         assert!(s.validate().unwrap_err().to_string().contains("same time"));
+    }
+
+    #[test]
+    fn write_options_name_the_bad_variable() {
+        let vars = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            let mut all = vec![("SYNC_ROOT".to_string(), "/d".to_string())];
+            all.extend(v.iter().map(|(a, b)| (a.to_string(), b.to_string())));
+            all
+        };
+        for (var, value) in [
+            ("S3_SSE", "rot13"),
+            ("S3_STORAGE_CLASS", "COLD"),
+            ("S3_OBJECT_TAGS", "novalue"),
+        ] {
+            let err = AgentSettings::from_vars(vars(&[(var, value)])).unwrap_err();
+            assert!(
+                err.to_string().starts_with(&format!("{var} is invalid")),
+                "{err}"
+            );
+        }
+        let s = AgentSettings::from_vars(vars(&[("S3_SSE_KMS_KEY_ID", "k")])).unwrap();
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.starts_with("S3_SSE_KMS_KEY_ID is invalid"), "{err}");
+        let s = AgentSettings::from_vars(vars(&[("S3_SSE_CUSTOMER_KEY", "c2hvcnQ=")])).unwrap();
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.starts_with("S3_SSE_CUSTOMER_KEY is invalid"), "{err}");
+        assert!(
+            !format!("{s:?}").contains("c2hvcnQ="),
+            "the key never shows in Debug"
+        );
+        let s = AgentSettings::from_vars(vars(&[
+            ("S3_SSE", "aws:kms"),
+            ("S3_STORAGE_CLASS", "GLACIER_IR"),
+            ("S3_OBJECT_TAGS", "team=ops"),
+        ]))
+        .unwrap();
+        let w = s.write_options().unwrap();
+        assert_eq!(w.tags.as_deref(), Some("team=ops"));
+        assert_eq!(
+            w.storage_class.map(|c| c.as_str().to_string()),
+            Some("GLACIER_IR".into())
+        );
     }
 }

@@ -120,7 +120,8 @@ impl Agent {
             agent_id: row.id,
         };
         let mut transfer = transfer::Transfer::new(s3, bucket, settings.transfer())
-            .with_journal(Arc::new(journal));
+            .with_journal(Arc::new(journal))
+            .with_write_options(settings.write_options()?);
         if let Some(bw) = bandwidth(&settings, &metrics)? {
             transfer = transfer.with_bandwidth(bw);
         }

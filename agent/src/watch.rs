@@ -121,20 +121,39 @@ impl WatchHandle {
 /// How often watch mode looks for a release while a guard holds something.
 const RELEASE_POLL: Duration = Duration::from_secs(2);
 
-/// When an operator last released a hold that still has allowance to use.
-async fn released(agent: &Agent) -> Option<chrono::DateTime<chrono::Utc>> {
-    for kind in [guard::Kind::Deletes, guard::Kind::Changes] {
-        match catalog::guard_hold(&agent.pool, agent.id, kind.label()).await {
-            Ok(Some(h)) if h.allowance > 0 => {
-                tracing::warn!(kind = kind.label(), held = h.held, by = ?h.released_by, "released by an operator; letting the held files through");
-                return h.released_at;
-            }
-            Ok(_) => {}
-            // The next batch reports a catalog outage; here it only delays the release.
-            Err(e) => tracing::debug!(error = %e, "cannot read the guard holds"),
+/// Looks for an operator's release while a guard holds something.
+struct ReleasePoll {
+    interval: tokio::time::Interval,
+    /// Each release starts one full pass, however long what it released stays held otherwise.
+    last: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl ReleasePoll {
+    fn new() -> Self {
+        let mut interval = tokio::time::interval(RELEASE_POLL);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ReleasePoll {
+            interval,
+            last: None,
         }
     }
-    None
+
+    /// Whether a release newer than the last one acted on waits, with allowance to use.
+    async fn released(&mut self, agent: &Agent) -> bool {
+        for kind in [guard::Kind::Deletes, guard::Kind::Changes] {
+            match catalog::guard_hold(&agent.pool, agent.id, kind.label()).await {
+                Ok(Some(h)) if h.allowance > 0 && h.released_at != self.last => {
+                    tracing::warn!(kind = kind.label(), held = h.held, by = ?h.released_by, "released by an operator; letting the held files through");
+                    self.last = h.released_at;
+                    return true;
+                }
+                Ok(_) => {}
+                // The next batch reports a catalog outage; here it only delays the release.
+                Err(e) => tracing::debug!(error = %e, "cannot read the guard holds"),
+            }
+        }
+        false
+    }
 }
 
 /// How long a file closed after writing waits for a further event before it is synced. The
@@ -179,10 +198,7 @@ pub async fn run(
     let tick = (settle / 4).clamp(Duration::from_millis(10), CLOSED_SETTLE);
     let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut release_poll = tokio::time::interval(RELEASE_POLL);
-    // Each release starts one full pass, however long what it released stays held otherwise.
-    let mut last_release = None;
-    release_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut release = ReleasePoll::new();
 
     loop {
         tokio::select! {
@@ -198,13 +214,9 @@ pub async fn run(
                 }
             },
             _ = interval.tick() => { state.full_due.get_or_insert((Instant::now(), RescanCause::Interval)); }
-            _ = release_poll.tick(), if guard::holding(agent) => {
-                let release = released(agent).await;
-                if release.is_some() && release != last_release {
-                    last_release = release;
-                    state.full_due.get_or_insert((Instant::now(), RescanCause::Release));
-                }
-            }
+            _ = release.interval.tick(), if guard::holding(agent) => if release.released(agent).await {
+                state.full_due.get_or_insert((Instant::now(), RescanCause::Release));
+            },
             _ = ticker.tick() => {
                 let Some(work) = state.next_work(Instant::now()) else {
                     agent.metrics.sync_lag.set(state.lag_seconds(Instant::now()));

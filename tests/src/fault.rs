@@ -11,7 +11,11 @@
 //!   client does not know yet: the moment a crash is most harmful);
 //! - forward, then cut the response body after N bytes.
 //!
-//! Counters say what was injected, so a test can prove the faults really happened.
+//! - rewrite every ETag it returns (headers and listings) to a value that is not the MD5 of the
+//!   bytes, as SSE-KMS and SSE-C stores do.
+//!
+//! Counters say what was injected, so a test can prove the faults really happened; every
+//! request's method, path and headers are logged, so a test can check what a client sent.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -52,6 +56,46 @@ pub struct Faults {
     pub outage_until: Option<Instant>,
     /// Requests this matches are forwarded, then their answer is held back this long.
     pub hold_answer: Option<(Matcher, Duration)>,
+    /// Replace every ETag in answers with one that is not the MD5 of the bytes.
+    pub rewrite_etags: bool,
+}
+
+/// One request as the proxy received it.
+#[derive(Debug, Clone)]
+pub struct Logged {
+    /// `PUT`, `POST`, ...
+    pub method: String,
+    /// Path and query.
+    pub target: String,
+    /// Headers, names lowercase.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Logged {
+    fn of<B>(req: &Request<B>) -> Self {
+        let text = |v: &hyper::header::HeaderValue| String::from_utf8_lossy(v.as_bytes()).into();
+        Logged {
+            method: req.method().to_string(),
+            target: req
+                .uri()
+                .path_and_query()
+                .map(|p| p.to_string())
+                .unwrap_or_default(),
+            headers: req
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.as_str().to_string(), text(v)))
+                .collect(),
+        }
+    }
+
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// Which requests a fault applies to.
@@ -86,6 +130,8 @@ pub struct Injected {
     pub cuts: AtomicU64,
     /// Answers held back after forwarding (counted when the hold starts).
     pub held: AtomicU64,
+    /// Every request received, in order.
+    pub log: Mutex<Vec<Logged>>,
 }
 
 /// A running proxy. Dropping it stops it.
@@ -160,6 +206,23 @@ impl FaultProxy {
     }
 }
 
+/// 503 SlowDown or 500 InternalError, at random.
+fn server_error() -> Response<Body> {
+    if rand::thread_rng().gen_bool(0.5) {
+        full(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SlowDown",
+            "Please reduce your request rate.",
+        )
+    } else {
+        full(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            "We encountered an internal error. Please try again.",
+        )
+    }
+}
+
 fn full(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     let xml = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>{message}</Message></Error>"
@@ -179,6 +242,11 @@ async fn handle(
     upstream: Arc<str>,
 ) -> Result<Response<Body>, Box<dyn std::error::Error + Send + Sync>> {
     let plan = faults.lock().expect("faults lock").clone();
+    injected
+        .log
+        .lock()
+        .expect("log lock")
+        .push(Logged::of(&req));
     let (reset, error, cut) = {
         let mut rng = rand::thread_rng();
         let outage = plan.outage_until.is_some_and(|t| Instant::now() < t);
@@ -195,19 +263,7 @@ async fn handle(
     }
     if error {
         injected.errors.fetch_add(1, Ordering::Relaxed);
-        return Ok(if rand::thread_rng().gen_bool(0.5) {
-            full(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "SlowDown",
-                "Please reduce your request rate.",
-            )
-        } else {
-            full(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "InternalError",
-                "We encountered an internal error. Please try again.",
-            )
-        });
+        return Ok(server_error());
     }
     if let Some(d) = plan.delay {
         tokio::time::sleep(d).await;
@@ -216,6 +272,7 @@ async fn handle(
         .hold_answer
         .filter(|(m, _)| m.matches(&req))
         .map(|(_, d)| d);
+    let listing = req.uri().query().is_some_and(|q| q.contains("list-type=2"));
     let (mut parts, body) = req.into_parts();
     let path = parts
         .uri
@@ -229,7 +286,10 @@ async fn handle(
         injected.held.fetch_add(1, Ordering::Relaxed);
         tokio::time::sleep(d).await;
     }
-    let (parts, body) = resp.into_parts();
+    let (mut parts, body) = resp.into_parts();
+    if plan.rewrite_etags {
+        return rewrite_etags(&mut parts, body, listing).await;
+    }
     if !cut {
         return Ok(Response::from_parts(
             parts,
@@ -246,6 +306,47 @@ async fn handle(
     ];
     let stream = StreamBody::new(futures::stream::iter(frames));
     Ok(Response::from_parts(parts, BodyExt::boxed(stream)))
+}
+
+/// A stand-in ETag: 32 hex digits, like an MD5, but not the MD5 of the bytes.
+fn fake_etag(etag: &str) -> String {
+    use md5::{Digest, Md5};
+    hex::encode(Md5::digest(format!("kms:{etag}")))
+}
+
+/// Rewrites the ETag header, and in a listing every `<ETag>`, as an SSE-KMS store would answer.
+async fn rewrite_etags(
+    parts: &mut hyper::http::response::Parts,
+    body: Incoming,
+    listing: bool,
+) -> Result<Response<Body>, Box<dyn std::error::Error + Send + Sync>> {
+    if let Some(etag) = parts.headers.get("etag").and_then(|v| v.to_str().ok()) {
+        let fake = format!("\"{}\"", fake_etag(etag.trim_matches('"')));
+        parts.headers.insert("etag", fake.parse()?);
+    }
+    let bytes = body.collect().await?.to_bytes();
+    let bytes = if listing {
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text.as_str();
+        while let Some(i) = rest.find("<ETag>") {
+            let (head, tail) = rest.split_at(i + "<ETag>".len());
+            out.push_str(head);
+            let end = tail.find("</ETag>").unwrap_or(tail.len());
+            let etag = tail[..end].replace("&quot;", "").replace('"', "");
+            out.push_str(&format!("&quot;{}&quot;", fake_etag(&etag)));
+            rest = &tail[end..];
+        }
+        out.push_str(rest);
+        parts.headers.remove("content-length");
+        Bytes::from(out)
+    } else {
+        bytes
+    };
+    Ok(Response::from_parts(
+        parts.clone(),
+        Full::new(bytes).map_err(never).boxed(),
+    ))
 }
 
 /// Converts the `Infallible` error of [`Full`] bodies.

@@ -18,6 +18,7 @@ pub mod bandwidth;
 mod error;
 mod multipart;
 mod read;
+pub mod write;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -31,6 +32,8 @@ use portail_core::catalog::OpenMultipart;
 use tokio::sync::Semaphore;
 
 pub use bandwidth::{Bandwidth, LimitFile, Timetable};
+use write::apply_write_options;
+pub use write::WriteOptions;
 
 pub use error::TransferError;
 pub use read::ListedObject;
@@ -106,6 +109,7 @@ pub struct Transfer {
     in_flight: Arc<Semaphore>,
     journal: Option<Arc<dyn MultipartJournal>>,
     bandwidth: Option<Arc<Bandwidth>>,
+    write: Arc<WriteOptions>,
 }
 
 /// `Content-MD5` and `md5chksum` both carry the base64 MD5.
@@ -150,7 +154,14 @@ impl Transfer {
             config,
             journal: None,
             bandwidth: None,
+            write: Arc::default(),
         }
+    }
+
+    /// Encrypts, classes and tags every object written as `write` says.
+    pub fn with_write_options(mut self, write: WriteOptions) -> Self {
+        self.write = Arc::new(write);
+        self
     }
 
     /// Caps the bytes per second of every request body at `bandwidth` (BWLIMIT).
@@ -239,7 +250,7 @@ impl Transfer {
         content_type: &str,
     ) -> Result<Stored, TransferError> {
         let b64 = md5_base64(md5);
-        let out = self
+        let put = self
             .client
             .put_object()
             .bucket(&self.bucket)
@@ -247,7 +258,8 @@ impl Transfer {
             .content_md5(&b64)
             .content_type(content_type)
             .metadata("md5chksum", &b64)
-            .body(body)
+            .body(body);
+        let out = apply_write_options!(put, &self.write)
             .customize()
             // Content-MD5 (checked by the server) guards the bytes; a SigV4 SHA-256 of the
             // whole body as well only costs a second pass over it.
@@ -264,12 +276,31 @@ impl Transfer {
     /// Copies an object server-side, keeping its metadata (and so its `md5chksum`).
     pub async fn copy(&self, from_key: &str, to_key: &str) -> Result<Stored, TransferError> {
         let _permit = self.permit().await;
-        let out = self
+        let copy = self
             .client
             .copy_object()
             .bucket(&self.bucket)
             .key(to_key)
-            .copy_source(encode_copy_source(&self.bucket, from_key))
+            .copy_source(encode_copy_source(&self.bucket, from_key));
+        // The source's SSE-C key too: the store must read it to copy it.
+        let copy = match &self.write.sse {
+            Some(write::Sse::Customer {
+                key_b64,
+                key_md5_b64,
+            }) => copy
+                .copy_source_sse_customer_algorithm("AES256")
+                .copy_source_sse_customer_key(key_b64)
+                .copy_source_sse_customer_key_md5(key_md5_b64),
+            _ => copy,
+        };
+        // Tags and storage class are set anew (REPLACE), so a copy never keeps stale ones.
+        let copy = copy.set_tagging_directive(
+            self.write
+                .tags
+                .as_ref()
+                .map(|_| aws_sdk_s3::types::TaggingDirective::Replace),
+        );
+        let out = apply_write_options!(copy, &self.write)
             .send()
             .await
             .map_err(|e| TransferError::s3("CopyObject", e))?;

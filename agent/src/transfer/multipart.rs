@@ -11,6 +11,7 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use futures::stream::{StreamExt, TryStreamExt};
 use md5::{Digest, Md5};
 
+use super::write::{apply_sse_c, apply_write_options};
 use super::{md5_base64, strip_quotes, Stored, Transfer, TransferError};
 
 impl Transfer {
@@ -115,13 +116,14 @@ impl Transfer {
         md5: &[u8; 16],
         content_type: &str,
     ) -> Result<Stored, TransferError> {
-        let created = self
+        let create = self
             .client
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
             .content_type(content_type)
-            .metadata("md5chksum", md5_base64(md5))
+            .metadata("md5chksum", md5_base64(md5));
+        let created = apply_write_options!(create, &self.write)
             .send()
             .await
             .map_err(|e| TransferError::s3("CreateMultipartUpload", e))?;
@@ -221,7 +223,7 @@ impl Transfer {
         .await
         .map_err(std::io::Error::other)??;
         let number = number as i32;
-        let out = self
+        let part = self
             .client
             .upload_part()
             .bucket(&self.bucket)
@@ -229,7 +231,8 @@ impl Transfer {
             .upload_id(upload_id)
             .part_number(number)
             .content_md5(md5_base64(&md5))
-            .body(ByteStream::from(buf))
+            .body(ByteStream::from(buf));
+        let out = apply_sse_c!(part, &self.write)
             .customize()
             .disable_payload_signing()
             .send()

@@ -57,11 +57,8 @@ impl Transfer {
     /// `None` when it has none (or one that is not base64).
     pub async fn head_md5(&self, key: &str) -> Result<Option<String>, TransferError> {
         let _permit = self.permit().await;
-        let head = self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(key)
+        let head = self.client.head_object().bucket(&self.bucket).key(key);
+        let head = super::write::apply_sse_c!(head, &self.write)
             .send()
             .await
             .map_err(|e| TransferError::s3("HeadObject", e))?;
