@@ -1,7 +1,8 @@
 # Shared by scripts/test, scripts/dev and scripts/bench. Source it; do not run it.
 #
 # ensure_deps      installs what a fresh Debian machine lacks (C compiler, PostgreSQL server,
-#                  promtool from the `prometheus` package).
+#                  promtool from the `prometheus` package, amtool from
+#                  `prometheus-alertmanager`, python3-venv).
 # target_dir       where cargo puts builds: $CARGO_TARGET_DIR when set, else ./target. Each
 #                  script makes a relative CARGO_TARGET_DIR absolute before it changes directory.
 # pg_start DIR     starts a PostgreSQL cluster in DIR (created with initdb if empty) on a free
@@ -32,6 +33,7 @@ ensure_deps() {
   pg_bindir >/dev/null || need+=(postgresql)
   command -v curl >/dev/null 2>&1 || need+=(curl)
   command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+  command -v amtool >/dev/null 2>&1 || need+=(prometheus-alertmanager)
   python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3 python3-venv)
   if [ ${#need[@]} -gt 0 ]; then
     echo "installing: ${need[*]}" >&2
