@@ -1,6 +1,7 @@
 //! Issue 16: the IAM policies in `deploy/iam/` grant exactly the S3 actions the code calls.
 //! The S3 operations are found in the sources (every SDK operation is followed by `.bucket(`),
 //! so a new call without a policy update fails here, as does a grant nothing uses.
+#![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
 
 use std::collections::BTreeSet;
 
