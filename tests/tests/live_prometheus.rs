@@ -9,8 +9,11 @@ use portail_tests::{eventually, free_addr, http_client, repo_file, TestEnv};
 use serde_json::{json, Value};
 use tokio::process::Command;
 
-/// Every panel's queries (title, expr) and every alert (name, expr).
-fn queries() -> (Vec<(String, String)>, Vec<(String, String)>) {
+/// (panel title or alert name, PromQL expression).
+type Queries = Vec<(String, String)>;
+
+/// Every panel's queries and every alert's expression.
+fn queries() -> (Queries, Queries) {
     let mut panels = Vec::new();
     for file in ["portail-agent.json", "portail-url-service.json"] {
         let dash: Value =
