@@ -309,6 +309,11 @@ impl FileJob<'_> {
                 None,
             ),
         };
+        // Written now: as the write options say. Metadata only: as it was.
+        let encryption = match (&stored, &self.work.previous) {
+            (Some(_), _) => self.agent.transfer.encryption().map(String::from),
+            (None, prev) => prev.as_ref().and_then(|r| r.encryption.clone()),
+        };
         let row = SyncedFile {
             path: self.work.local.path.clone(),
             s3_key: self.work.local.key.clone(),
@@ -319,6 +324,7 @@ impl FileJob<'_> {
             content_type: self.content_type.clone(),
             inode: Some(meta.inode),
             ctime: Some(meta.ctime),
+            encryption,
             event,
             details,
         };

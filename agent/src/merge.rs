@@ -309,6 +309,7 @@ pub(crate) mod tests {
             created_at: t(0),
             updated_at: t(0),
             inode: Some(7),
+            encryption: None,
             ctime: Some(t(mtime)),
         }
     }

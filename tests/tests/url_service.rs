@@ -238,6 +238,7 @@ async fn pagination_returns_every_file_exactly_once_while_files_are_added() {
                 content_type: "text/plain".into(),
                 inode: None,
                 ctime: None,
+                encryption: None,
                 event: EventKind::Uploaded,
                 details: json!({}),
             })

@@ -192,3 +192,57 @@ async fn sse_c_sends_its_key_with_every_write_part_and_head() {
         assert!(keyed(r), "no SSE-C key on {} {}", r.method, r.target);
     }
 }
+
+#[tokio::test]
+async fn the_catalog_records_encryption_and_links_refuse_sse_c_objects() {
+    let env = TestEnv::new().await;
+    env.write("plain.txt", b"plain");
+    let plain = env.agent(env.settings_for("plain")).await;
+    assert!(env.sync(&plain).await.converged());
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret.txt"), b"secret").unwrap();
+    let mut s = env.settings_for("sse-c");
+    s.sync_root = dir.path().to_path_buf();
+    s.s3_prefix = "sse-c".into();
+    s.s3_sse_customer_key = Some(Secret::new("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="));
+    let sse_c = env.agent(s).await;
+    assert!(env.sync(&sse_c).await.converged());
+
+    let pool = env.db.pool.clone();
+    let row = |path: &'static str| {
+        let pool = pool.clone();
+        async move {
+            let (id, enc): (i64, Option<String>) =
+                sqlx::query_as("select id, encryption from files where path = $1")
+                    .bind(path)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+            (id, enc)
+        }
+    };
+    let (plain_id, enc) = row("plain.txt").await;
+    assert_eq!(enc, None);
+    let (secret_id, enc) = row("secret.txt").await;
+    assert_eq!(enc.as_deref(), Some("SSE-C"));
+
+    let svc = env.spawn_url_service().await;
+    let ok = svc
+        .post(&format!("/v1/files/{plain_id}/url"), serde_json::json!({}))
+        .await;
+    assert_eq!(ok.status(), 201);
+    for (path, body) in [
+        (format!("/v1/files/{secret_id}/url"), serde_json::json!({})),
+        (
+            "/v1/links".to_string(),
+            serde_json::json!({"file_id": secret_id}),
+        ),
+    ] {
+        let r = svc.post(&path, body).await;
+        let status = r.status();
+        let err: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(status, 409, "{path}: {err}");
+        assert_eq!(err["error"], "file_sse_c", "{path}: {err}");
+    }
+}

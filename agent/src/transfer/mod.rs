@@ -158,6 +158,16 @@ impl Transfer {
         }
     }
 
+    /// How objects written now are encrypted, as the catalog records it.
+    pub fn encryption(&self) -> Option<&'static str> {
+        match self.write.sse {
+            None => None,
+            Some(write::Sse::S3) => Some("AES256"),
+            Some(write::Sse::Kms { .. }) => Some("aws:kms"),
+            Some(write::Sse::Customer { .. }) => Some("SSE-C"),
+        }
+    }
+
     /// Encrypts, classes and tags every object written as `write` says.
     pub fn with_write_options(mut self, write: WriteOptions) -> Self {
         self.write = Arc::new(write);

@@ -81,6 +81,7 @@ pub async fn record_synced(
     let mut ctime = Vec::with_capacity(batch.len());
     let mut kind = Vec::with_capacity(batch.len());
     let mut details = Vec::with_capacity(batch.len());
+    let mut encryption = Vec::with_capacity(batch.len());
     for f in batch {
         path.push(f.path.as_str());
         key.push(f.s3_key.as_str());
@@ -93,27 +94,29 @@ pub async fn record_synced(
         ctime.push(f.ctime);
         kind.push(f.event.as_str());
         details.push(&f.details);
+        encryption.push(f.encryption.as_deref());
     }
     let result = sqlx::query(
         "with input as (
              select * from unnest($2::text[], $3::text[], $4::int8[], $5::timestamptz[],
                                   $6::text[], $7::text[], $8::text[], $9::int8[],
-                                  $10::timestamptz[], $11::text[], $12::jsonb[])
+                                  $10::timestamptz[], $11::text[], $12::jsonb[], $13::text[])
                  as t(path, s3_key, size_bytes, mtime, md5, etag, content_type, inode, ctime,
-                      kind, details)
+                      kind, details, encryption)
          ), up as (
              insert into files (agent_id, path, s3_key, size_bytes, mtime, md5, etag,
-                                content_type, inode, ctime, status, last_error, synced_at,
-                                deleted_at, updated_at)
+                                content_type, inode, ctime, encryption, status, last_error,
+                                synced_at, deleted_at, updated_at)
              select $1, path, s3_key, size_bytes, mtime, md5, etag, content_type, inode, ctime,
-                    'synced', null, now(), null, now()
+                    encryption, 'synced', null, now(), null, now()
              from input
              on conflict (agent_id, path) do update set
                  s3_key = excluded.s3_key, size_bytes = excluded.size_bytes,
                  mtime = excluded.mtime, md5 = excluded.md5,
                  etag = coalesce(excluded.etag, files.etag),
                  content_type = excluded.content_type, inode = excluded.inode,
-                 ctime = excluded.ctime, status = 'synced', last_error = null,
+                 ctime = excluded.ctime, encryption = excluded.encryption,
+                 status = 'synced', last_error = null,
                  synced_at = now(), deleted_at = null, updated_at = now()
              returning id, path
          )
@@ -132,6 +135,7 @@ pub async fn record_synced(
     .bind(&ctime)
     .bind(&kind)
     .bind(&details)
+    .bind(&encryption)
     .execute(pool)
     .await?;
     Ok(result.rows_affected())

@@ -61,6 +61,9 @@ pub struct FileRow {
     pub updated_at: DateTime<Utc>,
     pub inode: Option<i64>,
     pub ctime: Option<DateTime<Utc>>,
+    /// How the object is encrypted at rest: None (bucket default), `AES256`, `aws:kms`, `SSE-C`.
+    #[sqlx(default)]
+    pub encryption: Option<String>,
 }
 
 /// A file row joined with its agent's bucket and name.
@@ -124,6 +127,8 @@ pub struct SyncedFile {
     pub content_type: String,
     pub inode: Option<i64>,
     pub ctime: Option<DateTime<Utc>>,
+    /// How the object is encrypted at rest (kept from the row when only metadata changed).
+    pub encryption: Option<String>,
     pub event: EventKind,
     pub details: serde_json::Value,
 }

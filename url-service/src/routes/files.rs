@@ -248,8 +248,15 @@ pub async fn presign(
     })
 }
 
-/// Refuses files whose object cannot be served.
+/// Refuses files whose object cannot be served: not synced, deleted, or encrypted with a
+/// customer key (SSE-C), which a browser cannot send and this service does not hold.
 pub fn ensure_servable(file: &FileWithBucket) -> Result<(), ApiError> {
+    if file.file.encryption.as_deref() == Some("SSE-C") {
+        return Err(ApiError::Conflict {
+            code: "file_sse_c",
+            message: "the object is encrypted with a customer-provided key (SSE-C); a browser cannot send that key, so no link can open it; read it with a client that holds the key".into(),
+        });
+    }
     match file.file.status {
         FileStatus::Synced => Ok(()),
         FileStatus::Deleted => Err(ApiError::Conflict {

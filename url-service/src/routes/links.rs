@@ -159,7 +159,11 @@ pub async fn follow_link(
     headers: HeaderMap,
 ) -> Response {
     let proxy = state.settings.download_mode == DownloadMode::Proxy;
-    let outcome = match click(&state, &token).await {
+    // A file re-uploaded with SSE-C since the link was made cannot be opened either.
+    let clicked = click(&state, &token)
+        .await
+        .and_then(|f| ensure_servable(&f).map(|()| f));
+    let outcome = match clicked {
         Ok(file) if proxy => stream_object(&state, &file, &headers).await,
         Ok(file) => presign(&state, &file, state.settings.link_presign_ttl.0, None)
             .await
