@@ -143,6 +143,9 @@ async fn verify(cfg: AgentConfig) -> anyhow::Result<u8> {
     for path in &report.changed_since {
         println!("changed since its last sync (grown; S3 holds its start): {path}");
     }
+    for path in &report.archived {
+        println!("archived (needs RestoreObject before it can be read): {path}");
+    }
     println!(
         "verify: {} synced files checked, {} drift",
         report.checked,

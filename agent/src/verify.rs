@@ -67,6 +67,9 @@ pub struct VerifyReport {
     /// Files that only grew since their last sync (their first bytes are still what S3 holds):
     /// a busy file between two syncs, not drift.
     pub changed_since: Vec<String>,
+    /// Files whose object sits in an archive class (S3_STORAGE_CLASS=GLACIER, DEEP_ARCHIVE, or
+    /// a lifecycle rule): intact, but a RestoreObject must come before any read. Not drift.
+    pub archived: Vec<String>,
 }
 
 /// Compares the tree, the catalog and S3.
@@ -79,6 +82,7 @@ pub async fn verify(agent: &Agent) -> anyhow::Result<VerifyReport> {
         checked: 0,
         drift,
         changed_since,
+        archived: Vec::new(),
     };
     let objects = agent
         .transfer
@@ -90,6 +94,12 @@ pub async fn verify(agent: &Agent) -> anyhow::Result<VerifyReport> {
         .filter(|r| r.status == FileStatus::Synced)
         .collect();
     report.checked = synced.len() as u64;
+    report.archived = synced
+        .iter()
+        .filter(|r| objects.get(&r.s3_key).is_some_and(|o| o.archived()))
+        .map(|r| r.path.clone())
+        .collect();
+    report.archived.sort();
     let checks = stream::iter(
         synced
             .iter()

@@ -14,6 +14,18 @@ pub struct ListedObject {
     pub size: i64,
     /// The ETag without quotes: the MD5 for a single-part upload, something else otherwise.
     pub etag: String,
+    /// The storage class the listing names (None: the store did not say, i.e. STANDARD).
+    pub storage_class: Option<String>,
+}
+
+impl ListedObject {
+    /// Whether the object sits in an archive class (GLACIER, DEEP_ARCHIVE): it must be
+    /// restored (RestoreObject) before anyone can read it.
+    pub fn archived(&self) -> bool {
+        self.storage_class
+            .as_deref()
+            .is_some_and(|c| super::write::ARCHIVE_CLASSES.contains(&c))
+    }
 }
 
 impl ListedObject {
@@ -45,6 +57,7 @@ impl Transfer {
                     let listed = ListedObject {
                         size: o.size().unwrap_or(-1),
                         etag: strip_quotes(o.e_tag()).unwrap_or_default(),
+                        storage_class: o.storage_class().map(|c| c.as_str().to_string()),
                     };
                     objects.insert(k.to_string(), listed);
                 }
