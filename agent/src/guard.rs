@@ -184,10 +184,16 @@ pub async fn check_deletes(
         match delete::check_counts(&g, &window_ctx, so_far + counted) {
             Ok(()) => Ok(pass),
             Err(mut b) if so_far > 0 => {
-                b.message = format!(
-                "{} ({so_far} already deleted within DELETE_WINDOW={:?}); or run `portail-agent release-deletes`",
-                b.message, g.window
-            );
+                // check_counts speaks of the window's total; say what this batch adds to it.
+                let total = so_far + counted;
+                let window = humantime::format_duration(g.window);
+                b.message = b.message.replacen(
+                    &format!("refusing {total} deletes"),
+                    &format!("refusing {counted} deletes ({so_far} already deleted within DELETE_WINDOW={window}, {total} in all)"),
+                    1,
+                );
+                b.message
+                    .push_str("; or run `portail-agent release-deletes`");
                 Err(b)
             }
             Err(mut b) => {

@@ -219,7 +219,7 @@ async fn passes_count_deletes_over_the_window_and_a_tripped_guard_holds_until_re
     assert!(
         blocked
             .message
-            .contains("3 already deleted within DELETE_WINDOW"),
+            .starts_with("refusing 3 deletes (3 already deleted within DELETE_WINDOW=1h, 6 in all): more than MAX_DELETE_PERCENT=50% of 10 tracked files"),
         "{}",
         blocked.message
     );
