@@ -46,6 +46,7 @@ pub async fn delete_gone(
         }
     };
     let keep = agent.settings.delete_mode == DeleteMode::Keep;
+    let mut deleted = Vec::with_capacity(gone.len());
     for chunk in gone.chunks(1000) {
         let failed: HashMap<String, String> = if keep {
             HashMap::new()
@@ -64,11 +65,12 @@ pub async fn delete_gone(
             };
             done.push((row.path.clone(), details));
         }
-        let paths: Vec<String> = done.iter().map(|(p, _)| p.clone()).collect();
+        deleted.extend(done.iter().map(|(p, _)| p.clone()));
         rec.deleted(&done).await?;
-        guard::deletes_done(agent, pass, &paths).await?;
     }
-    Ok(())
+    // Once for the whole batch: the ledger and the allowance count it once, however many
+    // DeleteObjects calls it took.
+    guard::deletes_done(agent, pass, &deleted).await
 }
 
 /// Deletes the objects of up to 1000 rows; returns `(key, reason)` for each that failed.

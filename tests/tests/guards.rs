@@ -260,3 +260,27 @@ async fn passes_count_deletes_over_the_window_and_a_tripped_guard_holds_until_re
         .unwrap();
     assert_eq!(holds, 0, "the release was used up and the hold ended");
 }
+
+#[tokio::test]
+async fn more_than_1000_deletes_count_once_in_the_window() {
+    let env = TestEnv::new().await;
+    for i in 0..2500 {
+        env.write(&format!("d{}/f{i:04}", i % 10), format!("{i}").as_bytes());
+    }
+    let agent = env.agent(env.settings_for("many")).await;
+    assert!(env.sync(&agent).await.converged());
+    for i in 0..1200 {
+        std::fs::remove_file(env.root.path().join(format!("d{}/f{i:04}", i % 10))).unwrap();
+    }
+    let r = env.sync(&agent).await;
+    assert!(r.converged(), "{r:?}");
+    assert_eq!(r.deleted, 1200);
+    // Two DeleteObjects calls (1000 + 200), one batch: the window counts 1200, not 2400.
+    let counted: i64 = sqlx::query_scalar(
+        "select coalesce(sum(count), 0)::int8 from guard_ledger where kind = 'deletes'",
+    )
+    .fetch_one(&env.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(counted, 1200);
+}
