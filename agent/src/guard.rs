@@ -69,15 +69,25 @@ pub struct Holds {
     inner: Mutex<HoldState>,
 }
 
+/// The agent's hold state, locked.
+fn state(agent: &Agent) -> std::sync::MutexGuard<'_, HoldState> {
+    agent.holds.inner.lock().expect("holds lock")
+}
+
+/// The first held paths, for the log, `/readyz` and the catalog.
+fn sample(set: &BTreeSet<String>) -> Vec<String> {
+    set.iter().take(SAMPLE).cloned().collect()
+}
+
 #[derive(Debug, Default)]
 struct HoldState {
     deletes: BTreeSet<String>,
     delete_guard: Option<Guard>,
     changes: BTreeSet<String>,
     budget: Option<ChangeBudget>,
-    /// What `settle` last wrote (held deletes, held changes), so a batch that changed nothing
-    /// costs no query.
-    written: Option<(usize, usize)>,
+    /// How many held deletes `settle` last wrote, so a batch that changed nothing costs no
+    /// query.
+    written_deletes: Option<usize>,
 }
 
 /// The tripwire's state for one pass or batch, loaded at its start.
@@ -105,8 +115,7 @@ struct ChangeBudget {
 
 /// What the holds look like now, for `/readyz`.
 pub fn status(agent: &Agent) -> serde_json::Value {
-    let s = agent.holds.inner.lock().expect("holds lock");
-    let sample = |set: &BTreeSet<String>| set.iter().take(SAMPLE).cloned().collect::<Vec<_>>();
+    let s = state(agent);
     json!({
         "deletes": {"count": s.deletes.len(), "guard": s.delete_guard.map(|g| g.label()), "first": sample(&s.deletes)},
         "changes": {"count": s.changes.len(), "first": sample(&s.changes)},
@@ -115,13 +124,13 @@ pub fn status(agent: &Agent) -> serde_json::Value {
 
 /// Whether anything is held (watch mode then polls for a release).
 pub fn holding(agent: &Agent) -> bool {
-    let s = agent.holds.inner.lock().expect("holds lock");
+    let s = state(agent);
     !s.deletes.is_empty() || !s.changes.is_empty()
 }
 
 /// A full pass recomputes what is held: it forgets what earlier batches held.
 pub fn begin_full_pass(agent: &Agent) {
-    let mut s = agent.holds.inner.lock().expect("holds lock");
+    let mut s = state(agent);
     s.deletes.clear();
     s.delete_guard = None;
     s.changes.clear();
@@ -183,20 +192,17 @@ pub async fn check_deletes(
     Ok(
         match delete::check_counts(&g, &window_ctx, so_far + counted) {
             Ok(()) => Ok(pass),
-            Err(mut b) if so_far > 0 => {
-                // check_counts speaks of the window's total; say what this batch adds to it.
-                let total = so_far + counted;
-                let window = humantime::format_duration(g.window);
-                b.message = b.message.replacen(
-                    &format!("refusing {total} deletes"),
-                    &format!("refusing {counted} deletes ({so_far} already deleted within DELETE_WINDOW={window}, {total} in all)"),
-                    1,
-                );
-                b.message
-                    .push_str("; or run `portail-agent release-deletes`");
-                Err(b)
-            }
             Err(mut b) => {
+                if so_far > 0 {
+                    // check_counts speaks of the window's total; say what this batch adds.
+                    let total = so_far + counted;
+                    let window = humantime::format_duration(g.window);
+                    b.message = b.message.replacen(
+                        &format!("refusing {total} deletes"),
+                        &format!("refusing {counted} deletes ({so_far} already deleted within DELETE_WINDOW={window}, {total} in all)"),
+                        1,
+                    );
+                }
                 b.message
                     .push_str("; or run `portail-agent release-deletes`");
                 Err(b)
@@ -224,13 +230,7 @@ pub async fn deletes_done(
         )
         .await?;
     }
-    let still = {
-        let mut s = agent.holds.inner.lock().expect("holds lock");
-        for p in paths {
-            s.deletes.remove(p);
-        }
-        s.deletes.len() as i64
-    };
+    let still = present(agent, paths.iter().map(String::as_str)) as i64;
     if pass.allowance_used > 0 {
         let used = pass.allowance_used as i64;
         catalog::use_allowance(&agent.pool, agent.id, Kind::Deletes.label(), used, still).await?;
@@ -240,17 +240,19 @@ pub async fn deletes_done(
 
 /// Holds deletes a guard refused.
 pub fn hold_deletes(agent: &Agent, guard: Guard, paths: impl Iterator<Item = String>) {
-    let mut s = agent.holds.inner.lock().expect("holds lock");
+    let mut s = state(agent);
     s.deletes.extend(paths);
     s.delete_guard = Some(guard);
 }
 
-/// Files that exist again (a folder moved back) are no longer held for deletion.
-pub fn present<'a>(agent: &Agent, paths: impl Iterator<Item = &'a str>) {
-    let mut s = agent.holds.inner.lock().expect("holds lock");
+/// Files that exist again (a folder moved back), or whose delete went, are no longer held for
+/// deletion. Returns how many deletes stay held.
+pub fn present<'a>(agent: &Agent, paths: impl Iterator<Item = &'a str>) -> usize {
+    let mut s = state(agent);
     for p in paths {
         s.deletes.remove(p);
     }
+    s.deletes.len()
 }
 
 /// What passed a guard within `window` (nothing when the window is zero).
@@ -307,13 +309,13 @@ pub async fn load_tripwire(agent: &Agent, tracked: Tracked) -> anyhow::Result<()
         };
         budget.tripped = hold.is_some_and(|h| h.allowance == 0 && !raised(&h));
     }
-    agent.holds.inner.lock().expect("holds lock").budget = Some(budget);
+    state(agent).budget = Some(budget);
     Ok(())
 }
 
 /// Whether a tracked file whose content changed may upload now. False: the tripwire holds it.
 pub fn admit_change(agent: &Agent, path: &str) -> bool {
-    let mut s = agent.holds.inner.lock().expect("holds lock");
+    let mut s = state(agent);
     let HoldState {
         changes, budget, ..
     } = &mut *s;
@@ -360,25 +362,24 @@ pub fn admit_change(agent: &Agent, path: &str) -> bool {
 /// the gauges.
 pub async fn settle(agent: &Agent) -> anyhow::Result<()> {
     let (budget, deletes, delete_guard, changes, written) = {
-        let mut s = agent.holds.inner.lock().expect("holds lock");
-        let sample = |set: &BTreeSet<String>| set.iter().take(SAMPLE).cloned().collect::<Vec<_>>();
-        let now = (s.deletes.len(), s.changes.len());
+        let mut s = state(agent);
+        let held_deletes = s.deletes.len();
         (
             s.budget.take(),
-            (s.deletes.len(), sample(&s.deletes)),
+            (held_deletes, sample(&s.deletes)),
             s.delete_guard,
             (s.changes.len(), sample(&s.changes)),
-            s.written.replace(now),
+            s.written_deletes.replace(held_deletes),
         )
     };
     agent.metrics.controls.deletes_held.set(deletes.0 as i64);
     agent.metrics.controls.changes_held.set(changes.0 as i64);
-    if written.is_none_or(|(d, _)| d != deletes.0) {
+    if written != Some(deletes.0) {
         let g = agent.settings.delete_guards();
         let guard = delete_guard.map_or(("none", None), |d| (d.label(), delete::limit(&g, d)));
         if let Err(e) = write_hold(agent, Kind::Deletes, guard, deletes).await {
             // Written next time, then.
-            agent.holds.inner.lock().expect("holds lock").written = None;
+            state(agent).written_deletes = None;
             return Err(e.into());
         }
     }
@@ -389,11 +390,13 @@ pub async fn settle(agent: &Agent) -> anyhow::Result<()> {
     if b.admitted > 0 {
         let (n, base) = (b.admitted as i64, b.base as i64);
         let secs = limit.window.as_secs_f64();
-        catalog::record_passed(&agent.pool, agent.id, "changes", n, base, secs).await?;
+        let kind = Kind::Changes.label();
+        catalog::record_passed(&agent.pool, agent.id, kind, n, base, secs).await?;
     }
     if b.allowance_used > 0 {
         let (used, held) = (b.allowance_used as i64, changes.0 as i64);
-        catalog::use_allowance(&agent.pool, agent.id, "changes", used, held).await?;
+        let kind = Kind::Changes.label();
+        catalog::use_allowance(&agent.pool, agent.id, kind, used, held).await?;
     }
     if b.tripped || changes.0 > 0 {
         let guard = ("max_change_percent", Some(i64::from(limit.max_percent)));

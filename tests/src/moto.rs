@@ -17,6 +17,21 @@ pub struct Moto {
     _child: Child,
 }
 
+impl Moto {
+    /// A client for `env`'s bucket on this server, built as the services build theirs, the
+    /// bucket created.
+    pub async fn bucket_client(&self, env: &crate::TestEnv) -> aws_sdk_s3::Client {
+        let client = env.client_via(&self.endpoint, 3).await;
+        client
+            .create_bucket()
+            .bucket(&env.bucket)
+            .send()
+            .await
+            .expect("create bucket on moto");
+        client
+    }
+}
+
 /// Starts moto on a free loopback port and waits until it answers.
 pub async fn spawn_moto() -> Moto {
     let bin = std::env::var("PORTAIL_MOTO_SERVER").unwrap_or_else(|_| "moto_server".into());

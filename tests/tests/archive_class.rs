@@ -9,13 +9,7 @@ use portail_tests::TestEnv;
 async fn verify_lists_archived_objects_apart_from_drift() {
     let env = TestEnv::new().await;
     let moto = spawn_moto().await;
-    let client = env.client_via(&moto.endpoint, 3).await;
-    client
-        .create_bucket()
-        .bucket(&env.bucket)
-        .send()
-        .await
-        .expect("create bucket on moto");
+    let client = moto.bucket_client(&env).await;
     env.write("cold/a.txt", b"archived a");
     env.write("cold/b.txt", b"archived b");
     let mut s = env.settings();

@@ -32,13 +32,7 @@ async fn open_uploads(client: &aws_sdk_s3::Client, bucket: &str) -> Vec<(String,
 async fn a_kill_during_create_multipart_upload_leaves_no_upload_open() {
     let env = TestEnv::new().await;
     let moto = spawn_moto().await;
-    let client = env.client_via(&moto.endpoint, 3).await;
-    client
-        .create_bucket()
-        .bucket(&env.bucket)
-        .send()
-        .await
-        .expect("create bucket on moto");
+    let client = moto.bucket_client(&env).await;
     let proxy = FaultProxy::start(&moto.endpoint).await;
     proxy.set(Faults {
         hold_answer: Some((Matcher::CreateMultipartUpload, Duration::from_secs(600))),

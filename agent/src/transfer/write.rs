@@ -160,7 +160,8 @@ macro_rules! apply_write_options {
     ($builder:expr, $opts:expr) => {{
         use $crate::transfer::write::Sse;
         let o: &$crate::transfer::write::WriteOptions = $opts;
-        let mut b = $builder;
+        // SSE-C: the same three headers a part or a HEAD carries.
+        let mut b = $crate::transfer::write::apply_sse_c!($builder, o);
         match &o.sse {
             Some(Sse::S3) => {
                 b = b.server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::Aes256)
@@ -170,16 +171,7 @@ macro_rules! apply_write_options {
                     .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::AwsKms)
                     .set_ssekms_key_id(key_id.clone())
             }
-            Some(Sse::Customer {
-                key_b64,
-                key_md5_b64,
-            }) => {
-                b = b
-                    .sse_customer_algorithm("AES256")
-                    .sse_customer_key(key_b64)
-                    .sse_customer_key_md5(key_md5_b64)
-            }
-            None => {}
+            Some(Sse::Customer { .. }) | None => {}
         }
         b.set_storage_class(o.storage_class.clone())
             .set_tagging(o.tags.clone())
