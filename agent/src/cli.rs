@@ -1,5 +1,5 @@
 //! The command line: `portail-agent [sync [--dry-run] | verify | watch | release-deletes |
-//! release-changes]`.
+//! release-changes | restore | history]`.
 //!
 //! In: arguments and the environment. Out: an exit code — 0 converged, 1 some files could not
 //! be synced, 2 configuration error (also for a missing SYNC_ROOT, an unmounted share).
@@ -48,6 +48,52 @@ pub enum Command {
     /// Let through the uploads of changed files the mass-change tripwire holds, once; the
     /// window starts afresh. A running agent acts within seconds.
     ReleaseChanges,
+    /// Write files as they were at a time (default: now) into a directory: MD5-checked, with
+    /// mtime and mode (and owner, as root). Files already in place are skipped, so it resumes.
+    Restore(RestoreArgs),
+    /// List the versions of one path, newest first; or `history purge`.
+    History(HistoryArgs),
+}
+
+/// `restore [--to DIR] [--at TIME] [PATH_OR_DIR ...]`.
+#[derive(Debug, clap::Args)]
+pub struct RestoreArgs {
+    /// Where to write the files. Required unless --in-place.
+    #[arg(long)]
+    pub to: Option<std::path::PathBuf>,
+    /// The time to restore as of: RFC 3339 (2026-11-20T10:00:00Z) or an age (3h, 2d).
+    /// Default: now.
+    #[arg(long, value_parser = crate::restore::parse_at)]
+    pub at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only list what would be restored.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Replace files in the target whose content differs (default: refuse them).
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Allow writing into SYNC_ROOT (the default target then).
+    #[arg(long)]
+    pub in_place: bool,
+    /// Paths or directories, relative to SYNC_ROOT. Default: everything.
+    pub paths: Vec<String>,
+}
+
+/// `history PATH` or `history purge`.
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct HistoryArgs {
+    /// `purge`: delete history older than HISTORY_RETENTION now.
+    #[command(subcommand)]
+    pub action: Option<HistoryAction>,
+    /// The path whose versions to list (a file named `purge`: `history -- purge`).
+    pub path: Option<String>,
+}
+
+/// What `history` can do besides listing.
+#[derive(Debug, Subcommand)]
+pub enum HistoryAction {
+    /// Delete the history that ended more than HISTORY_RETENTION ago.
+    Purge,
 }
 
 /// Runs the CLI and returns the process exit code.
@@ -71,14 +117,18 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Watch => watch(cfg).await,
         Command::ReleaseDeletes => release(cfg, crate::guard::Kind::Deletes).await,
         Command::ReleaseChanges => release(cfg, crate::guard::Kind::Changes).await,
+        Command::Restore(args) => restore(cfg, args).await,
+        Command::History(args) => history(cfg, args).await,
     };
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "failed");
             eprintln!("portail-agent: {e:#}");
-            // A missing root (an unmounted share) is a configuration problem.
-            let missing_root = e.downcast_ref::<crate::scan::ScanError>().is_some();
+            // A missing root (an unmounted share) is a configuration problem, as is a setting
+            // the servers refuse (HISTORY=versioning on a bucket without it).
+            let missing_root = e.downcast_ref::<crate::scan::ScanError>().is_some()
+                || e.downcast_ref::<ConfigError>().is_some();
             ExitCode::from(if missing_root {
                 EXIT_CONFIG
             } else {
@@ -131,6 +181,89 @@ async fn release(cfg: AgentConfig, kind: crate::guard::Kind) -> anyhow::Result<u
     let pool = portail_core::catalog::connect(&cfg.db).await?;
     let name = cfg.agent.agent_name();
     println!("{}", crate::guard::release(&pool, &name, kind).await?);
+    Ok(EXIT_OK)
+}
+
+/// `restore`: needs the catalog and S3, not SYNC_ROOT (a new machine may have none yet).
+async fn restore(cfg: AgentConfig, args: RestoreArgs) -> anyhow::Result<u8> {
+    let to = match (&args.to, args.in_place) {
+        (Some(to), _) => to.clone(),
+        (None, true) => cfg.agent.sync_root.clone(),
+        (None, false) => anyhow::bail!(ConfigError::Invalid {
+            var: "--to".into(),
+            reason: "is required (or --in-place to restore into SYNC_ROOT)".into(),
+        }),
+    };
+    let pool = portail_core::catalog::connect(&cfg.db).await?;
+    portail_core::catalog::migrate(&pool).await?;
+    let agent_id = crate::restore::agent_id(&pool, &cfg.agent.agent_name()).await?;
+    let transfer = crate::transfer_for(&cfg).await?;
+    let opts = crate::restore::RestoreOptions {
+        to,
+        at: args.at.unwrap_or_else(chrono::Utc::now),
+        paths: args
+            .paths
+            .iter()
+            .map(|p| p.trim_matches('/').to_string())
+            .collect(),
+        dry_run: args.dry_run,
+        overwrite: args.overwrite,
+        in_place: args.in_place,
+        concurrency: cfg.agent.upload_concurrency,
+    };
+    let restore = crate::restore::Restore {
+        pool: &pool,
+        agent_id,
+        transfer: &transfer,
+        sync_root: &cfg.agent.sync_root,
+    };
+    let report = restore.run(&opts).await?;
+    for line in &report.planned {
+        println!("{line}");
+    }
+    for f in &report.failed {
+        eprintln!("failed: {f}");
+    }
+    println!("{}", report.summary());
+    Ok(if report.failed.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_INCOMPLETE
+    })
+}
+
+/// `history PATH` lists versions (catalog only); `history purge` needs S3 too.
+async fn history(cfg: AgentConfig, args: HistoryArgs) -> anyhow::Result<u8> {
+    if let Some(HistoryAction::Purge) = args.action {
+        let agent = connect(cfg).await?;
+        let p = crate::history::purge(&agent).await?;
+        println!(
+            "history purge: {} versions forgotten, {} objects deleted, {} could not be deleted",
+            p.versions, p.objects, p.failed
+        );
+        return Ok(if p.failed == 0 {
+            EXIT_OK
+        } else {
+            EXIT_INCOMPLETE
+        });
+    }
+    let Some(path) = args.path else {
+        anyhow::bail!(ConfigError::Invalid {
+            var: "PATH".into(),
+            reason: "history needs a path (or `purge`)".into(),
+        });
+    };
+    let pool = portail_core::catalog::connect(&cfg.db).await?;
+    let agent_id = crate::restore::agent_id(&pool, &cfg.agent.agent_name()).await?;
+    let path = path.trim_matches('/');
+    let versions = portail_core::catalog::versions_of_path(&pool, agent_id, path).await?;
+    if versions.is_empty() {
+        eprintln!("history: no version of {path:?} was ever recorded");
+        return Ok(EXIT_INCOMPLETE);
+    }
+    for line in crate::history::describe(&versions) {
+        println!("{line}");
+    }
     Ok(EXIT_OK)
 }
 

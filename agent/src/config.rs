@@ -125,6 +125,21 @@ pub struct AgentSettings {
     /// its row deleted and leaves the object in place.
     #[serde(default = "default_delete_mode")]
     pub delete_mode: DeleteMode,
+    /// HISTORY: how the content an overwrite or a delete replaces stays restorable.
+    /// `versioning` (the bucket keeps versions; the catalog records each VersionId), `prefix`
+    /// (the old object is first copied server-side under HISTORY_PREFIX), `off`, or `auto`
+    /// (default): `versioning` when the bucket says versioning is Enabled, else `prefix`.
+    #[serde(default = "default_history")]
+    pub history: HistorySetting,
+    /// HISTORY_PREFIX: where `prefix` history goes, inside the agent's S3_PREFIX. Local files
+    /// below it are not synced, and `verify` does not count its objects as orphans.
+    /// Default `.portail-history/`.
+    #[serde(default = "default_history_prefix")]
+    pub history_prefix: String,
+    /// HISTORY_RETENTION: how long replaced and deleted content stays restorable; older history
+    /// is purged (every hour in watch mode, or by `portail-agent history purge`). Default `30d`.
+    #[serde(default = "default_history_retention")]
+    pub history_retention: HumanDuration,
     /// SETTLE_TIME (watch mode): a file is synced once it has been unchanged this long, so a
     /// half-written file is never recorded. Default `500ms`.
     #[serde(default = "default_settle_time")]
@@ -149,6 +164,29 @@ pub struct AgentSettings {
     pub shutdown_timeout: HumanDuration,
 }
 
+/// HISTORY: how replaced content is kept (see [`crate::history`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HistorySetting {
+    /// `versioning` if the bucket has it Enabled, else `prefix`.
+    Auto,
+    /// The bucket's own versions; refused at start unless versioning is Enabled.
+    Versioning,
+    /// Server-side copies under HISTORY_PREFIX.
+    Prefix,
+    /// No history: an overwrite or a delete loses the old content.
+    Off,
+}
+
+fn default_history() -> HistorySetting {
+    HistorySetting::Auto
+}
+fn default_history_prefix() -> String {
+    ".portail-history/".into()
+}
+fn default_history_retention() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(30 * 86_400))
+}
 fn default_settle_time() -> HumanDuration {
     HumanDuration(std::time::Duration::from_millis(500))
 }
@@ -226,6 +264,11 @@ impl FromEnv for AgentSettings {
         ("SHUTDOWN_TIMEOUT", ValueKind::Duration),
         ("DELETE_WINDOW", ValueKind::Duration),
         ("CHANGE_WINDOW", ValueKind::Duration),
+        ("HISTORY_RETENTION", ValueKind::Duration),
+        (
+            "HISTORY",
+            ValueKind::OneOf(&["auto", "versioning", "prefix", "off"]),
+        ),
         (
             "BWLIMIT",
             ValueKind::Parsed(crate::transfer::bandwidth::check),
@@ -263,6 +306,9 @@ impl AgentSettings {
             change_min_files: default_change_min_files(),
             allow_empty_root: false,
             delete_mode: DeleteMode::Delete,
+            history: default_history(),
+            history_prefix: default_history_prefix(),
+            history_retention: default_history_retention(),
             settle_time: default_settle_time(),
             max_sync_delay: default_max_sync_delay(),
             rescan_interval: default_rescan_interval(),
@@ -300,6 +346,13 @@ impl AgentSettings {
             return invalid(
                 "S3_PREFIX",
                 "longer than 512 bytes leaves too little of the 1024-byte key",
+            );
+        }
+        let hp = self.history_prefix.trim_matches('/');
+        if hp.is_empty() || hp.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+            return invalid(
+                "HISTORY_PREFIX",
+                "must be a relative key prefix such as .portail-history/",
             );
         }
         crate::scan::Excludes::new(&self.exclude)
@@ -387,7 +440,12 @@ impl AgentSettings {
         }
     }
 
-    /// The agent's name: AGENT_ID, or the host name.
+    /// HISTORY_PREFIX relative to the agent's prefix, with one trailing `/`.
+    pub fn history_dir(&self) -> String {
+        format!("{}/", self.history_prefix.trim_matches('/'))
+    }
+
+    /// The agent's name in the catalog: AGENT_ID, else the host name.
     pub fn agent_name(&self) -> String {
         self.agent_id.clone().unwrap_or_else(hostname_or_unknown)
     }

@@ -12,11 +12,12 @@
 
 use std::collections::HashMap;
 
-use portail_core::catalog::FileRow;
+use portail_core::catalog::{DeletedFile, FileRow};
 use serde_json::json;
 
 use crate::config::DeleteMode;
 use crate::guard;
+use crate::history;
 use crate::record::Recorder;
 use crate::Agent;
 
@@ -48,11 +49,18 @@ pub async fn delete_gone(
     let keep = agent.settings.delete_mode == DeleteMode::Keep;
     let mut deleted = Vec::with_capacity(gone.len());
     for chunk in gone.chunks(1000) {
-        let failed: HashMap<String, String> = if keep {
-            HashMap::new()
+        let (kept, mut failed) = if keep {
+            (HashMap::new(), HashMap::new())
         } else {
-            delete_objects(agent, chunk).await.into_iter().collect()
+            keep_history(agent, chunk).await
         };
+        if !keep {
+            let doomed: Vec<&FileRow> = chunk
+                .iter()
+                .filter(|r| !failed.contains_key(&r.s3_key))
+                .collect();
+            failed.extend(delete_objects(agent, &doomed).await);
+        }
         let mut done = Vec::with_capacity(chunk.len());
         for row in chunk {
             if let Some(err) = failed.get(&row.s3_key) {
@@ -63,9 +71,14 @@ pub async fn delete_gone(
                 Some(to) => json!({"renamed_to": to, "object_kept": keep}),
                 None => json!({"object_kept": keep}),
             };
-            done.push((row.path.clone(), details));
+            let history_key = kept.get(&row.s3_key).cloned();
+            done.push(DeletedFile {
+                path: row.path.clone(),
+                details,
+                history_key,
+            });
         }
-        deleted.extend(done.iter().map(|(p, _)| p.clone()));
+        deleted.extend(done.iter().map(|f| f.path.clone()));
         rec.deleted(&done).await?;
     }
     // Once for the whole batch: the ledger and the allowance count it once, however many
@@ -73,8 +86,35 @@ pub async fn delete_gone(
     guard::deletes_done(agent, pass, &deleted).await
 }
 
+/// With HISTORY=prefix, copies each object that holds a version (renamed ones too: the old
+/// path keeps its history) to its history key. Returns the history keys by object key, and the
+/// objects that could not be copied, which must not be deleted.
+async fn keep_history(
+    agent: &Agent,
+    rows: &[FileRow],
+) -> (HashMap<String, String>, HashMap<String, String>) {
+    let copies = rows
+        .iter()
+        .filter(|r| history::holds_version(r, &r.s3_key))
+        .map(|r| async move { (r.s3_key.clone(), history::keep(agent, r).await) });
+    let results = futures::future::join_all(copies).await;
+    let (mut kept, mut failed) = (HashMap::new(), HashMap::new());
+    for (key, result) in results {
+        match result {
+            Ok(Some(h)) => {
+                kept.insert(key, h);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                failed.insert(key, format!("history copy failed, object kept: {e}"));
+            }
+        }
+    }
+    (kept, failed)
+}
+
 /// Deletes the objects of up to 1000 rows; returns `(key, reason)` for each that failed.
-async fn delete_objects(agent: &Agent, rows: &[FileRow]) -> Vec<(String, String)> {
+async fn delete_objects(agent: &Agent, rows: &[&FileRow]) -> Vec<(String, String)> {
     let keys: Vec<String> = rows.iter().map(|r| r.s3_key.clone()).collect();
     match agent.transfer.delete_batch(&keys).await {
         Ok(errors) => errors,

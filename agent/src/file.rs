@@ -14,15 +14,16 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use portail_core::catalog::{EventKind, FileRow, FileStatus, PendingFile, SyncedFile};
+use portail_core::catalog::{EventKind, FileRow, FileStatus, PendingFile, PosixIds, SyncedFile};
 use serde_json::json;
 
 use crate::guard;
 use crate::hash::{self, HashError, Hashed};
+use crate::history;
 use crate::merge::Work;
 use crate::report::{Failure, FailureKind, Stage};
 use crate::scan::FileMeta;
-use crate::transfer::{content_type_for, Stored, TransferError};
+use crate::transfer::{content_type_for, ObjectInfo, Posix, Stored, TransferError};
 use crate::Agent;
 
 /// Files up to this size are read into memory once, hashed and uploaded from that buffer.
@@ -141,6 +142,7 @@ pub async fn sync_file(
         work,
         hashes: 0,
         wrote: false,
+        replaced: None,
     };
     let outcome = job.run(sources).await;
     (job.hashes, outcome)
@@ -156,7 +158,13 @@ struct FileJob<'a> {
     hashes: u64,
     /// Set once an attempt wrote the object: from then on the key must stay tracked.
     wrote: bool,
+    /// Where the content this file replaces under its key was copied (HISTORY=prefix). Copied
+    /// once: a second attempt must not copy the first attempt's bytes over it.
+    replaced: Option<String>,
 }
+
+/// CopyObject's limit: a larger object's metadata cannot be refreshed by a copy onto itself.
+const MAX_COPY: u64 = 5 << 30;
 
 /// What the file looks like after the object was written.
 enum Confirmed {
@@ -222,34 +230,49 @@ impl FileJob<'_> {
         Ok(hashed)
     }
 
-    /// Step 3: writes to S3 what the decision asks for. `None` when nothing was written.
+    /// Step 3: writes to S3 what the decision asks for (first keeping the content it replaces,
+    /// with HISTORY=prefix). `None` when nothing was written.
     async fn store(
         &mut self,
         decision: &Decision,
         hashed: &Hashed,
     ) -> Result<Option<Stored>, TransferError> {
         let (transfer, key) = (&self.agent.transfer, &self.work.local.key);
-        let content_type = &self.content_type;
+        let info = ObjectInfo {
+            md5: hashed.md5,
+            content_type: self.content_type.clone(),
+            posix: Posix::from(&hashed.meta),
+        };
+        let replaces = self
+            .work
+            .previous
+            .as_ref()
+            .filter(|p| history::holds_version(p, key));
+        if let (Some(prev), false, None) = (
+            replaces,
+            *decision == Decision::MetadataOnly,
+            &self.replaced,
+        ) {
+            self.replaced = history::keep(self.agent, prev).await?;
+        }
         let timer = std::time::Instant::now();
         let stored = match decision {
+            // The same bytes: only the object's mtime and mode change, by a copy onto itself.
+            Decision::MetadataOnly if hashed.meta.size <= MAX_COPY => {
+                transfer.copy(key, key, Some(&info)).await?
+            }
             Decision::MetadataOnly => return Ok(None),
-            Decision::Copy { from } => transfer.copy(&from.s3_key, key).await?,
+            Decision::Copy { from } => transfer.copy(&from.s3_key, key, Some(&info)).await?,
             Decision::Upload => match &hashed.bytes {
-                Some(body) => {
-                    let body = body.clone();
-                    transfer
-                        .put_bytes(key, body, &hashed.md5, content_type)
-                        .await?
-                }
+                Some(body) => transfer.put_bytes(key, body.clone(), &info).await?,
                 None => {
                     let size = hashed.meta.size;
-                    transfer
-                        .put_file(key, &self.abs, size, &hashed.md5, content_type)
-                        .await?
+                    transfer.put_file(key, &self.abs, size, &info).await?
                 }
             },
         };
-        self.wrote = true;
+        // A metadata refresh wrote the same bytes: the version it holds lives on.
+        self.wrote |= *decision != Decision::MetadataOnly;
         if *decision == Decision::Upload {
             let secs = timer.elapsed().as_secs_f64();
             self.agent.metrics.upload_duration.observe(secs);
@@ -314,7 +337,16 @@ impl FileJob<'_> {
             (Some(_), _) => self.agent.transfer.encryption().map(String::from),
             (None, prev) => prev.as_ref().and_then(|r| r.encryption.clone()),
         };
+        let new_version = decision != Decision::MetadataOnly;
         let row = SyncedFile {
+            new_version,
+            posix: Some(PosixIds {
+                mode: meta.mode as i32,
+                uid: meta.uid.into(),
+                gid: meta.gid.into(),
+            }),
+            version_id: stored.as_ref().and_then(|s| s.version_id.clone()),
+            history_key: self.replaced.clone(),
             path: self.work.local.path.clone(),
             s3_key: self.work.local.key.clone(),
             size_bytes: meta.size as i64,
@@ -368,6 +400,8 @@ impl FileJob<'_> {
             size_bytes: self.work.local.meta.size as i64,
             mtime: self.work.local.meta.mtime,
             reason: "vanished after its upload".into(),
+            wrote: self.wrote,
+            history_key: self.replaced.clone(),
         }
     }
 }

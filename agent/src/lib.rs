@@ -24,12 +24,14 @@ pub mod file;
 pub mod guard;
 pub mod hash;
 pub mod health;
+pub mod history;
 pub mod merge;
 pub mod metrics;
 pub mod pass;
 pub mod progress;
 pub mod record;
 pub mod report;
+pub mod restore;
 pub mod scan;
 pub mod transfer;
 pub mod verify;
@@ -65,6 +67,8 @@ pub struct Agent {
     pub excludes: scan::Excludes,
     /// What the guards over time hold (deletes, changed files), shared by passes and batches.
     pub holds: Arc<guard::Holds>,
+    /// How replaced content is kept (HISTORY, resolved against the bucket).
+    pub history: history::History,
 }
 
 /// The BWLIMIT budget, kept current (timetable, BWLIMIT_FILE) by a task, if a limit is set.
@@ -83,6 +87,29 @@ fn bandwidth(
     let c = &metrics.controls;
     transfer::bandwidth::spawn_refresh(&bw, file, c.bwlimit.clone(), c.bwlimit_file_errors.clone());
     Ok(Some(bw))
+}
+
+/// The S3 side as the settings describe it: write options (the SSE-C key too) and BWLIMIT.
+fn build_transfer(
+    settings: &AgentSettings,
+    s3: aws_sdk_s3::Client,
+    bucket: String,
+    metrics: &metrics::AgentMetrics,
+) -> anyhow::Result<transfer::Transfer> {
+    let mut transfer = transfer::Transfer::new(s3, bucket, settings.transfer())
+        .with_write_options(settings.write_options()?);
+    if let Some(bw) = bandwidth(settings, metrics)? {
+        transfer = transfer.with_bandwidth(bw);
+    }
+    Ok(transfer)
+}
+
+/// The S3 side alone, for the commands that need neither an agent row nor SYNC_ROOT (restore
+/// onto a new machine): the same client, write options and BWLIMIT as the agent's.
+pub async fn transfer_for(cfg: &AgentConfig) -> anyhow::Result<transfer::Transfer> {
+    let s3 = portail_core::s3::build_client(&cfg.s3).await;
+    let metrics = metrics::AgentMetrics::register(&prometheus::Registry::new())?;
+    build_transfer(&cfg.agent, s3, cfg.s3.aws_bucket_name.clone(), &metrics)
 }
 
 impl Agent {
@@ -112,19 +139,21 @@ impl Agent {
         )
         .await
         .context("registering the agent")?;
-        let excludes = scan::Excludes::new(&settings.exclude)?;
+        // Local files where history lives in S3 would collide with it: never synced.
+        let mut exclude = settings.exclude.clone();
+        exclude.push(format!("/{}**", globset::escape(&settings.history_dir())));
+        let excludes = scan::Excludes::new(&exclude)?;
         let metrics = metrics::AgentMetrics::register(registry)?;
         let s3 = portail_core::s3::count_retries(&s3, metrics.s3_retries.clone());
         let journal = record::CatalogJournal {
             pool: pool.clone(),
             agent_id: row.id,
         };
-        let mut transfer = transfer::Transfer::new(s3, bucket, settings.transfer())
-            .with_journal(Arc::new(journal))
-            .with_write_options(settings.write_options()?);
-        if let Some(bw) = bandwidth(&settings, &metrics)? {
-            transfer = transfer.with_bandwidth(bw);
-        }
+        let transfer =
+            build_transfer(&settings, s3, bucket, &metrics)?.with_journal(Arc::new(journal));
+        let history_dir = format!("{prefix}{}", settings.history_dir());
+        let history = history::History::resolve(settings.history, &transfer, history_dir).await?;
+        tracing::info!(history = history.label(), "history of replaced content");
         let stale = transfer.abort_stale_multiparts(&prefix).await?;
         if stale > 0 {
             tracing::warn!(
@@ -141,6 +170,7 @@ impl Agent {
             excludes,
             settings,
             holds: Arc::default(),
+            history,
         })
     }
 

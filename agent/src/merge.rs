@@ -281,6 +281,9 @@ pub(crate) mod tests {
                 mtime: t(mtime),
                 inode: 7,
                 ctime: t(mtime),
+                mode: 0o100644,
+                uid: 1000,
+                gid: 1000,
             },
         }
     }
@@ -311,6 +314,7 @@ pub(crate) mod tests {
             inode: Some(7),
             encryption: None,
             ctime: Some(t(mtime)),
+            content_since: None,
         }
     }
 

@@ -52,6 +52,32 @@ pub struct AgentMetrics {
     pub busy_files: IntGauge,
     /// The production controls: what the guards hold, the bandwidth limit.
     pub controls: ControlMetrics,
+    /// History kept and purged.
+    pub history: HistoryMetrics,
+}
+
+/// What history costs: copies made before overwrites and deletes, and what the purge removed.
+#[derive(Debug, Clone)]
+pub struct HistoryMetrics {
+    /// Objects copied under HISTORY_PREFIX.
+    pub copies: IntCounter,
+    /// History objects purged after HISTORY_RETENTION.
+    pub purged: IntCounter,
+}
+
+impl HistoryMetrics {
+    fn register(r: &Reg) -> prometheus::Result<Self> {
+        Ok(HistoryMetrics {
+            copies: r.counter(
+                names::AGENT_HISTORY_COPIES,
+                "Objects copied under HISTORY_PREFIX before an overwrite or a delete.",
+            )?,
+            purged: r.counter(
+                names::AGENT_HISTORY_PURGED,
+                "History objects purged after HISTORY_RETENTION.",
+            )?,
+        })
+    }
 }
 
 /// The production controls' metrics: guards over time and the bandwidth limit.
@@ -174,6 +200,7 @@ impl AgentMetrics {
                 &["guard"],
             )?,
             controls: ControlMetrics::register(&r)?,
+            history: HistoryMetrics::register(&r)?,
         };
         metrics.zero_known_labels();
         Ok(metrics)

@@ -229,12 +229,12 @@ impl<'a> Recorder<'a> {
         });
     }
 
-    /// Marks rows deleted, `(path, event details)`; renamed sources do not count as deletes.
-    pub async fn deleted(&mut self, done: &[(String, serde_json::Value)]) -> sqlx::Result<()> {
+    /// Marks rows deleted; renamed sources do not count as deletes.
+    pub async fn deleted(&mut self, done: &[catalog::DeletedFile]) -> sqlx::Result<()> {
         catalog::record_deleted(&self.agent.pool, self.agent.id, done).await?;
         let plain = done
             .iter()
-            .filter(|(p, _)| !self.renamed.contains_key(p))
+            .filter(|f| !self.renamed.contains_key(&f.path))
             .count() as u64;
         self.report.deleted += plain;
         self.agent.metrics.files_deleted.inc_by(plain);

@@ -43,6 +43,12 @@ pub struct FileMeta {
     pub inode: i64,
     /// Status change time, truncated to microseconds.
     pub ctime: DateTime<Utc>,
+    /// `st_mode`: the file type and permission bits (written to S3 as `mode`, in octal).
+    pub mode: u32,
+    /// Owner user id.
+    pub uid: u32,
+    /// Owner group id.
+    pub gid: u32,
 }
 
 impl FileMeta {
@@ -53,6 +59,9 @@ impl FileMeta {
             mtime: unix_micros(m.mtime(), m.mtime_nsec()),
             inode: m.ino() as i64,
             ctime: unix_micros(m.ctime(), m.ctime_nsec()),
+            mode: m.mode(),
+            uid: m.uid(),
+            gid: m.gid(),
         }
     }
 }

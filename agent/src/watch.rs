@@ -199,6 +199,7 @@ pub async fn run(
     let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut release = ReleasePoll::new();
+    let purge = crate::history::spawn_purge(agent.clone());
 
     loop {
         tokio::select! {
@@ -244,6 +245,7 @@ pub async fn run(
             }
         }
     }
+    purge.abort();
     tracing::info!("watch mode stopped");
     Ok(())
 }

@@ -67,6 +67,12 @@ pub mod names {
     pub const AGENT_BWLIMIT: &str = "portail_agent_bwlimit_bytes_per_second";
     /// Counter: BWLIMIT_FILE edits that could not be read or parsed.
     pub const AGENT_BWLIMIT_FILE_ERRORS: &str = "portail_agent_bwlimit_file_errors_total";
+    /// Counter: objects copied under HISTORY_PREFIX before an overwrite or a delete
+    /// (HISTORY=prefix).
+    pub const AGENT_HISTORY_COPIES: &str = "portail_agent_history_copies_total";
+    /// Counter: history objects (copies, or noncurrent versions) purged after
+    /// HISTORY_RETENTION.
+    pub const AGENT_HISTORY_PURGED: &str = "portail_agent_history_purged_total";
 
     /// Counter by `route`, `method`, `status`: HTTP requests served by the url-service.
     pub const URL_HTTP_REQUESTS: &str = "portail_url_http_requests_total";

@@ -274,8 +274,20 @@ impl TestEnv {
         Some((bytes, md5))
     }
 
-    /// Every key in the bucket, sorted.
+    /// The mirror's keys (history copies left out), sorted.
     pub async fn keys(&self) -> Vec<String> {
+        let (mirror, _) = self.all_keys().await;
+        mirror
+    }
+
+    /// The history copies (HISTORY=prefix, under the default HISTORY_PREFIX), sorted.
+    pub async fn history_keys(&self) -> Vec<String> {
+        let (_, history) = self.all_keys().await;
+        history
+    }
+
+    /// Every key in the bucket, split into the mirror's and the history copies.
+    async fn all_keys(&self) -> (Vec<String>, Vec<String>) {
         let client = self.s3.client().await;
         let mut keys = Vec::new();
         let mut pages = client
@@ -292,7 +304,8 @@ impl TestEnv {
             );
         }
         keys.sort();
-        keys
+        keys.into_iter()
+            .partition(|k| !k.split('/').any(|s| s == ".portail-history"))
     }
 
     /// Serves the url-service router on a random port; returns its address and an API token.

@@ -29,9 +29,13 @@ fn actions_of(op: &str) -> &'static [&'static str] {
             "s3:PutObject",
             "s3:PutObjectTagging",
         ],
-        "delete_objects" => &["s3:DeleteObject"],
-        "head_object" | "get_object" => &["s3:GetObject"],
+        // The history purge deletes noncurrent versions by id (HISTORY=versioning).
+        "delete_objects" => &["s3:DeleteObject", "s3:DeleteObjectVersion"],
+        "head_object" => &["s3:GetObject"],
+        // Restore (and presigned links to a past version) read versions by id.
+        "get_object" => &["s3:GetObject", "s3:GetObjectVersion"],
         "head_bucket" | "list_objects_v2" => &["s3:ListBucket"],
+        "get_bucket_versioning" => &["s3:GetBucketVersioning"],
         other => panic!("S3 operation {other} is new: add its IAM actions here and to the policy"),
     }
 }
@@ -68,7 +72,7 @@ fn policy_actions(file: &str) -> BTreeSet<String> {
         for a in st["Action"].as_array().unwrap() {
             let a = a.as_str().unwrap();
             // Object actions only on the prefix, bucket actions only on the bucket.
-            let on_objects = !a.starts_with("s3:ListBucket");
+            let on_objects = !(a.starts_with("s3:ListBucket") || a == "s3:GetBucketVersioning");
             assert_eq!(
                 resource == "arn:aws:s3:::BUCKET/PREFIX*",
                 on_objects,

@@ -21,6 +21,9 @@ pub enum TransferError {
     /// Reading the local file failed.
     #[error("reading the file failed: {0}")]
     Io(#[from] std::io::Error),
+    /// Writing a downloaded object to disk failed (a full disk, a read-only target).
+    #[error("writing the file failed: {0}")]
+    Write(std::io::Error),
     /// The multipart journal could not be written, so the upload was not attempted.
     #[error("cannot journal the multipart upload: {0}")]
     Journal(String),
@@ -76,7 +79,7 @@ impl TransferError {
     /// The bounded kind, for metrics.
     pub fn kind(&self) -> FailureKind {
         match self {
-            TransferError::Io(_) => FailureKind::Io,
+            TransferError::Io(_) | TransferError::Write(_) => FailureKind::Io,
             TransferError::Journal(_) => FailureKind::Catalog,
             TransferError::S3 { code: Some(c), .. } => match c.as_str() {
                 "SlowDown" | "ServiceUnavailable" | "Throttling" => FailureKind::Throttled,

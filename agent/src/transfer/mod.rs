@@ -16,6 +16,7 @@
 
 pub mod bandwidth;
 mod error;
+pub mod metadata;
 mod multipart;
 mod read;
 pub mod write;
@@ -36,6 +37,7 @@ use write::apply_write_options;
 pub use write::WriteOptions;
 
 pub use error::TransferError;
+pub use metadata::{ObjectInfo, Posix};
 pub use read::ListedObject;
 
 /// The largest number of parts S3 accepts in one multipart upload.
@@ -98,6 +100,8 @@ pub struct Stored {
     pub etag: Option<String>,
     /// Whether it was a multipart upload.
     pub multipart: bool,
+    /// The object's S3 version, when the bucket keeps versions (HISTORY=versioning).
+    pub version_id: Option<String>,
 }
 
 /// The S3 side of the agent: one client, one bucket, one cap on requests in flight.
@@ -218,13 +222,11 @@ impl Transfer {
         &self,
         key: &str,
         body: bytes::Bytes,
-        md5: &[u8; 16],
-        content_type: &str,
+        info: &ObjectInfo,
     ) -> Result<Stored, TransferError> {
         self.budget(body.len() as u64).await;
         let _permit = self.permit().await;
-        self.put_object(key, ByteStream::from(body), md5, content_type)
-            .await
+        self.put_object(key, ByteStream::from(body), info).await
     }
 
     /// Uploads a file from disk: one streamed PutObject below the multipart threshold,
@@ -234,11 +236,10 @@ impl Transfer {
         key: &str,
         path: &Path,
         size: u64,
-        md5: &[u8; 16],
-        content_type: &str,
+        info: &ObjectInfo,
     ) -> Result<Stored, TransferError> {
         if self.config.is_multipart(size) {
-            return self.put_multipart(key, path, size, md5, content_type).await;
+            return self.put_multipart(key, path, size, info).await;
         }
         self.budget(size).await;
         let _permit = self.permit().await;
@@ -248,26 +249,24 @@ impl Transfer {
             .build()
             .await
             .map_err(|e| TransferError::Io(std::io::Error::other(e)))?;
-        self.put_object(key, body, md5, content_type).await
+        self.put_object(key, body, info).await
     }
 
-    /// One PutObject with `Content-MD5` (checked by the server) and `md5chksum`.
+    /// One PutObject with `Content-MD5` (checked by the server) and our metadata.
     async fn put_object(
         &self,
         key: &str,
         body: ByteStream,
-        md5: &[u8; 16],
-        content_type: &str,
+        info: &ObjectInfo,
     ) -> Result<Stored, TransferError> {
-        let b64 = md5_base64(md5);
         let put = self
             .client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
-            .content_md5(&b64)
-            .content_type(content_type)
-            .metadata("md5chksum", &b64)
+            .content_md5(md5_base64(&info.md5))
+            .content_type(&info.content_type)
+            .set_metadata(Some(info.metadata()))
             .body(body);
         let out = apply_write_options!(put, &self.write)
             .customize()
@@ -280,11 +279,19 @@ impl Transfer {
         Ok(Stored {
             etag: strip_quotes(out.e_tag()),
             multipart: false,
+            version_id: out.version_id().map(String::from),
         })
     }
 
-    /// Copies an object server-side, keeping its metadata (and so its `md5chksum`).
-    pub async fn copy(&self, from_key: &str, to_key: &str) -> Result<Stored, TransferError> {
+    /// Copies an object server-side. With `info`, the copy gets that metadata (a rename, or a
+    /// metadata refresh of the object onto itself); without, it keeps the source's (a history
+    /// copy).
+    pub async fn copy(
+        &self,
+        from_key: &str,
+        to_key: &str,
+        info: Option<&ObjectInfo>,
+    ) -> Result<Stored, TransferError> {
         let _permit = self.permit().await;
         let copy = self
             .client
@@ -292,6 +299,13 @@ impl Transfer {
             .bucket(&self.bucket)
             .key(to_key)
             .copy_source(encode_copy_source(&self.bucket, from_key));
+        let copy = match info {
+            Some(info) => copy
+                .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
+                .content_type(&info.content_type)
+                .set_metadata(Some(info.metadata())),
+            None => copy,
+        };
         // The source's SSE-C key too: the store must read it to copy it.
         let copy = match &self.write.sse {
             Some(write::Sse::Customer {
@@ -318,7 +332,22 @@ impl Transfer {
         Ok(Stored {
             etag: strip_quotes(etag),
             multipart: false,
+            version_id: out.version_id().map(String::from),
         })
+    }
+
+    /// Deletes one object, or one version of it. Returns false when it was already absent.
+    pub async fn delete_object(
+        &self,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> Result<bool, TransferError> {
+        let ids = [(key.to_string(), version_id.map(String::from))];
+        let errors = self.delete_versions(&ids).await?;
+        match errors.into_iter().next() {
+            Some((_, reason)) => Err(TransferError::invalid("DeleteObjects", reason)),
+            None => Ok(true),
+        }
     }
 
     /// Deletes up to 1000 keys in one DeleteObjects call. Returns, for each key that failed,
@@ -327,13 +356,27 @@ impl Transfer {
         &self,
         keys: &[String],
     ) -> Result<Vec<(String, String)>, TransferError> {
-        debug_assert!(keys.len() <= 1000);
-        if keys.is_empty() {
+        let ids: Vec<_> = keys.iter().map(|k| (k.clone(), None)).collect();
+        self.delete_versions(&ids).await
+    }
+
+    /// Deletes up to 1000 objects (a version of one, with an id) in one DeleteObjects call.
+    pub async fn delete_versions(
+        &self,
+        ids: &[(String, Option<String>)],
+    ) -> Result<Vec<(String, String)>, TransferError> {
+        debug_assert!(ids.len() <= 1000);
+        if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let objects = keys
+        let objects = ids
             .iter()
-            .map(|k| ObjectIdentifier::builder().key(k).build())
+            .map(|(k, v)| {
+                ObjectIdentifier::builder()
+                    .key(k)
+                    .set_version_id(v.clone())
+                    .build()
+            })
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| TransferError::invalid("DeleteObjects", e))?;
         let delete = Delete::builder()

@@ -12,7 +12,7 @@ use futures::stream::{StreamExt, TryStreamExt};
 use md5::{Digest, Md5};
 
 use super::write::{apply_sse_c, apply_write_options};
-use super::{md5_base64, strip_quotes, Stored, Transfer, TransferError};
+use super::{md5_base64, strip_quotes, ObjectInfo, Stored, Transfer, TransferError};
 
 impl Transfer {
     /// Aborts the multipart uploads a previous run left behind: every journaled one; for an
@@ -81,8 +81,7 @@ impl Transfer {
         key: &str,
         path: &Path,
         size: u64,
-        md5: &[u8; 16],
-        content_type: &str,
+        info: &ObjectInfo,
     ) -> Result<Stored, TransferError> {
         let entry = match &self.journal {
             Some(journal) => Some(
@@ -93,9 +92,7 @@ impl Transfer {
             ),
             None => None,
         };
-        let result = self
-            .create_and_run(key, entry, path, size, md5, content_type)
-            .await;
+        let result = self.create_and_run(key, entry, path, size, info).await;
         if let (Some(journal), Some(entry)) = (&self.journal, entry) {
             // Completed or aborted (or never created): nothing is left to clean up. If this
             // write fails the next start aborts an upload that no longer exists: harmless.
@@ -113,16 +110,15 @@ impl Transfer {
         entry: Option<i64>,
         path: &Path,
         size: u64,
-        md5: &[u8; 16],
-        content_type: &str,
+        info: &ObjectInfo,
     ) -> Result<Stored, TransferError> {
         let create = self
             .client
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
-            .content_type(content_type)
-            .metadata("md5chksum", md5_base64(md5));
+            .content_type(&info.content_type)
+            .set_metadata(Some(info.metadata()));
         let created = apply_write_options!(create, &self.write)
             .send()
             .await
@@ -170,6 +166,7 @@ impl Transfer {
             Ok(out) => Ok(Stored {
                 etag: strip_quotes(out.e_tag()),
                 multipart: true,
+                version_id: out.version_id().map(String::from),
             }),
             Err(e) => {
                 self.abort(key, upload_id).await;

@@ -1,5 +1,7 @@
 //! The reads the rest of the agent needs from S3: a listing under the prefix and an object's
-//! `md5chksum` (for `verify`), and whether the bucket answers (for `/readyz`).
+//! `md5chksum` (for `verify`), whether the bucket answers (for `/readyz`) and keeps versions
+//! (for HISTORY=auto), an object's metadata (for a catalog rebuild), and a download to a file
+//! (for `restore`), paced by BWLIMIT like the uploads.
 
 use std::collections::HashMap;
 
@@ -80,6 +82,73 @@ impl Transfer {
             .and_then(|m| m.get("md5chksum"))
             .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
             .map(hex::encode))
+    }
+
+    /// An object's size and metadata (see [`super::metadata`]).
+    pub async fn head_metadata(
+        &self,
+        key: &str,
+    ) -> Result<(i64, super::metadata::ReadBack), TransferError> {
+        let _permit = self.permit().await;
+        let head = self.client.head_object().bucket(&self.bucket).key(key);
+        let head = super::write::apply_sse_c!(head, &self.write)
+            .send()
+            .await
+            .map_err(|e| TransferError::s3("HeadObject", e))?;
+        let size = head.content_length().unwrap_or(-1);
+        Ok((size, super::metadata::read_back(head.metadata())))
+    }
+
+    /// Whether the bucket has versioning Enabled (not Suspended, not never set).
+    pub async fn versioning_enabled(&self) -> Result<bool, TransferError> {
+        let out = self
+            .client
+            .get_bucket_versioning()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .map_err(|e| TransferError::s3("GetBucketVersioning", e))?;
+        Ok(out.status() == Some(&aws_sdk_s3::types::BucketVersioningStatus::Enabled))
+    }
+
+    /// Downloads an object (one version of it, with `version_id`) into `dest`, which is
+    /// created or truncated, and returns the MD5 of the bytes written. Every chunk waits for
+    /// the BWLIMIT budget, shared with the uploads.
+    pub async fn download(
+        &self,
+        key: &str,
+        version_id: Option<&str>,
+        dest: &std::path::Path,
+    ) -> Result<[u8; 16], TransferError> {
+        use md5::Digest;
+        use tokio::io::AsyncWriteExt;
+        let _permit = self.permit().await;
+        let get = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_version_id(version_id.map(String::from));
+        let out = super::write::apply_sse_c!(get, &self.write)
+            .send()
+            .await
+            .map_err(|e| TransferError::s3("GetObject", e))?;
+        let mut body = out.body;
+        let mut file = tokio::fs::File::create(dest)
+            .await
+            .map_err(TransferError::Write)?;
+        let mut md5 = md5::Md5::new();
+        while let Some(chunk) = body
+            .try_next()
+            .await
+            .map_err(|e| TransferError::Io(std::io::Error::other(e)))?
+        {
+            self.budget(chunk.len() as u64).await;
+            md5.update(&chunk);
+            file.write_all(&chunk).await.map_err(TransferError::Write)?;
+        }
+        file.sync_all().await.map_err(TransferError::Write)?;
+        Ok(md5.finalize().into())
     }
 
     /// Whether the bucket answers a HeadBucket.

@@ -22,3 +22,11 @@ pub async fn register_agent(pool: &PgPool, agent: &NewAgent<'_>) -> sqlx::Result
     .fetch_one(pool)
     .await
 }
+
+/// An agent's row id by name, without registering it (restore, history).
+pub async fn agent_id_by_name(pool: &PgPool, name: &str) -> sqlx::Result<Option<i64>> {
+    sqlx::query_scalar::<_, i64>("select id from agents where name = $1")
+        .bind(name)
+        .fetch_optional(pool)
+        .await
+}

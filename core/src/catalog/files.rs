@@ -62,6 +62,8 @@ pub async fn file_by_id(pool: &PgPool, id: i64) -> sqlx::Result<Option<FileWithB
 }
 
 /// Records uploaded or re-verified files as `synced`, in one statement, with one event each.
+/// New content also ends the file's current version (with where its bytes went) and begins a
+/// new one; a metadata-only change updates the current version's mtime and mode.
 pub async fn record_synced(
     pool: &PgPool,
     agent_id: i64,
@@ -70,76 +72,104 @@ pub async fn record_synced(
     if batch.is_empty() {
         return Ok(0);
     }
-    let mut path = Vec::with_capacity(batch.len());
-    let mut key = Vec::with_capacity(batch.len());
-    let mut size = Vec::with_capacity(batch.len());
-    let mut mtime = Vec::with_capacity(batch.len());
-    let mut md5 = Vec::with_capacity(batch.len());
-    let mut etag = Vec::with_capacity(batch.len());
-    let mut ctype = Vec::with_capacity(batch.len());
-    let mut inode = Vec::with_capacity(batch.len());
-    let mut ctime = Vec::with_capacity(batch.len());
-    let mut kind = Vec::with_capacity(batch.len());
-    let mut details = Vec::with_capacity(batch.len());
-    let mut encryption = Vec::with_capacity(batch.len());
-    for f in batch {
-        path.push(f.path.as_str());
-        key.push(f.s3_key.as_str());
-        size.push(f.size_bytes);
-        mtime.push(f.mtime);
-        md5.push(f.md5.as_str());
-        etag.push(f.etag.as_deref());
-        ctype.push(f.content_type.as_str());
-        inode.push(f.inode);
-        ctime.push(f.ctime);
-        kind.push(f.event.as_str());
-        details.push(&f.details);
-        encryption.push(f.encryption.as_deref());
-    }
-    let result = sqlx::query(
-        "with input as (
-             select * from unnest($2::text[], $3::text[], $4::int8[], $5::timestamptz[],
-                                  $6::text[], $7::text[], $8::text[], $9::int8[],
-                                  $10::timestamptz[], $11::text[], $12::jsonb[], $13::text[])
-                 as t(path, s3_key, size_bytes, mtime, md5, etag, content_type, inode, ctime,
-                      kind, details, encryption)
-         ), up as (
-             insert into files (agent_id, path, s3_key, size_bytes, mtime, md5, etag,
-                                content_type, inode, ctime, encryption, status, last_error,
-                                synced_at, deleted_at, updated_at)
-             select $1, path, s3_key, size_bytes, mtime, md5, etag, content_type, inode, ctime,
-                    encryption, 'synced', null, now(), null, now()
-             from input
-             on conflict (agent_id, path) do update set
-                 s3_key = excluded.s3_key, size_bytes = excluded.size_bytes,
-                 mtime = excluded.mtime, md5 = excluded.md5,
-                 etag = coalesce(excluded.etag, files.etag),
-                 content_type = excluded.content_type, inode = excluded.inode,
-                 ctime = excluded.ctime, encryption = excluded.encryption,
-                 status = 'synced', last_error = null,
-                 synced_at = now(), deleted_at = null, updated_at = now()
-             returning id, path
-         )
-         insert into file_events (file_id, kind, details)
-         select up.id, input.kind, input.details from up join input using (path)",
-    )
-    .bind(agent_id)
-    .bind(&path)
-    .bind(&key)
-    .bind(&size)
-    .bind(&mtime)
-    .bind(&md5)
-    .bind(&etag)
-    .bind(&ctype)
-    .bind(&inode)
-    .bind(&ctime)
-    .bind(&kind)
-    .bind(&details)
-    .bind(&encryption)
-    .execute(pool)
-    .await?;
+    let col = |f: fn(&SyncedFile) -> Option<String>| batch.iter().map(f).collect::<Vec<_>>();
+    let path = col(|f| Some(f.path.clone()));
+    let key = col(|f| Some(f.s3_key.clone()));
+    let md5 = col(|f| Some(f.md5.clone()));
+    let etag = col(|f| f.etag.clone());
+    let ctype = col(|f| Some(f.content_type.clone()));
+    let kind = col(|f| Some(f.event.as_str().to_string()));
+    let encryption = col(|f| f.encryption.clone());
+    let version_id = col(|f| f.version_id.clone());
+    let history_key = col(|f| f.history_key.clone());
+    let size: Vec<i64> = batch.iter().map(|f| f.size_bytes).collect();
+    let mtime: Vec<_> = batch.iter().map(|f| f.mtime).collect();
+    let inode: Vec<_> = batch.iter().map(|f| f.inode).collect();
+    let ctime: Vec<_> = batch.iter().map(|f| f.ctime).collect();
+    let details: Vec<_> = batch.iter().map(|f| &f.details).collect();
+    let new_version: Vec<bool> = batch.iter().map(|f| f.new_version).collect();
+    let mode: Vec<_> = batch.iter().map(|f| f.posix.map(|p| p.mode)).collect();
+    let uid: Vec<_> = batch.iter().map(|f| f.posix.map(|p| p.uid)).collect();
+    let gid: Vec<_> = batch.iter().map(|f| f.posix.map(|p| p.gid)).collect();
+    let result = sqlx::query(RECORD_SYNCED)
+        .bind(agent_id)
+        .bind(&path)
+        .bind(&key)
+        .bind(&size)
+        .bind(&mtime)
+        .bind(&md5)
+        .bind(&etag)
+        .bind(&ctype)
+        .bind(&inode)
+        .bind(&ctime)
+        .bind(&kind)
+        .bind(&details)
+        .bind(&encryption)
+        .bind(&new_version)
+        .bind(&mode)
+        .bind(&uid)
+        .bind(&gid)
+        .bind(&version_id)
+        .bind(&history_key)
+        .execute(pool)
+        .await?;
     Ok(result.rows_affected())
 }
+
+/// The statement of [`record_synced`]. Its data-modifying parts all see the same snapshot, so
+/// `closed` cannot touch the version `opened` inserts.
+const RECORD_SYNCED: &str = "
+    with input as (
+        select * from unnest($2::text[], $3::text[], $4::int8[], $5::timestamptz[],
+                             $6::text[], $7::text[], $8::text[], $9::int8[],
+                             $10::timestamptz[], $11::text[], $12::jsonb[], $13::text[],
+                             $14::bool[], $15::int4[], $16::int8[], $17::int8[], $18::text[],
+                             $19::text[])
+            as t(path, s3_key, size_bytes, mtime, md5, etag, content_type, inode, ctime,
+                 kind, details, encryption, new_version, mode, uid, gid, version_id,
+                 history_key)
+    ), up as (
+        insert into files (agent_id, path, s3_key, size_bytes, mtime, md5, etag,
+                           content_type, inode, ctime, encryption, status, last_error,
+                           synced_at, deleted_at, updated_at, content_since)
+        select $1, path, s3_key, size_bytes, mtime, md5, etag, content_type, inode, ctime,
+               encryption, 'synced', null, now(), null, now(),
+               case when new_version then now() end
+        from input
+        on conflict (agent_id, path) do update set
+            s3_key = excluded.s3_key, size_bytes = excluded.size_bytes,
+            mtime = excluded.mtime, md5 = excluded.md5,
+            etag = coalesce(excluded.etag, files.etag),
+            content_type = excluded.content_type, inode = excluded.inode,
+            ctime = excluded.ctime, encryption = excluded.encryption,
+            status = 'synced', last_error = null,
+            synced_at = now(), deleted_at = null, updated_at = now(),
+            content_since = coalesce(excluded.content_since, files.content_since)
+        returning id, path
+    ), closed as (
+        update file_versions v
+        set valid_to = now(), ended_by = 'overwritten',
+            history_key = coalesce(input.history_key, v.history_key)
+        from up join input using (path)
+        where v.file_id = up.id and v.valid_to is null and input.new_version
+    ), opened as (
+        insert into file_versions (file_id, agent_id, path, valid_from, size_bytes, md5, mtime,
+                                   mode, uid, gid, s3_key, version_id, encryption, event)
+        select up.id, $1, input.path, now(), input.size_bytes, input.md5, input.mtime,
+               input.mode, input.uid, input.gid, input.s3_key, input.version_id,
+               input.encryption, input.kind
+        from up join input using (path)
+        where input.new_version
+    ), touched as (
+        update file_versions v
+        set mtime = input.mtime, mode = coalesce(input.mode, v.mode),
+            uid = coalesce(input.uid, v.uid), gid = coalesce(input.gid, v.gid),
+            version_id = coalesce(input.version_id, v.version_id)
+        from up join input using (path)
+        where v.file_id = up.id and v.valid_to is null and not input.new_version
+    )
+    insert into file_events (file_id, kind, details)
+    select up.id, input.kind, input.details from up join input using (path)";
 
 /// Records files that could not be synced as `error` with their reason, one `failed` event
 /// each. A row that was `synced` keeps its md5 and etag: the object in S3 is still the old one.
@@ -201,14 +231,27 @@ pub async fn record_pending(
     let size: Vec<i64> = batch.iter().map(|f| f.size_bytes).collect();
     let mtime: Vec<DateTime<Utc>> = batch.iter().map(|f| f.mtime).collect();
     let reason: Vec<&str> = batch.iter().map(|f| f.reason.as_str()).collect();
+    let wrote: Vec<bool> = batch.iter().map(|f| f.wrote).collect();
+    let history_key: Vec<Option<&str>> = batch.iter().map(|f| f.history_key.as_deref()).collect();
+    // An object written over the key ends the current version: S3 no longer holds it there.
     let result = sqlx::query(
-        "insert into files (agent_id, path, s3_key, size_bytes, mtime, status, last_error)
-         select $1, i.path, i.key, i.size, i.mtime, 'pending', i.reason
-         from unnest($2::text[], $3::text[], $4::bigint[], $5::timestamptz[], $6::text[])
-              as i(path, key, size, mtime, reason)
-         on conflict (agent_id, path) do update set
-             status = 'pending', md5 = null, etag = null, s3_key = excluded.s3_key,
-             last_error = excluded.last_error, deleted_at = null, updated_at = now()",
+        "with input as (
+             select * from unnest($2::text[], $3::text[], $4::bigint[], $5::timestamptz[],
+                                  $6::text[], $7::bool[], $8::text[])
+                 as i(path, key, size, mtime, reason, wrote, history_key)
+         ), up as (
+             insert into files (agent_id, path, s3_key, size_bytes, mtime, status, last_error)
+             select $1, i.path, i.key, i.size, i.mtime, 'pending', i.reason from input i
+             on conflict (agent_id, path) do update set
+                 status = 'pending', md5 = null, etag = null, s3_key = excluded.s3_key,
+                 last_error = excluded.last_error, deleted_at = null, updated_at = now()
+             returning id, path
+         )
+         update file_versions v
+         set valid_to = now(), ended_by = 'overwritten',
+             history_key = coalesce(input.history_key, v.history_key)
+         from up join input using (path)
+         where v.file_id = up.id and v.valid_to is null and input.wrote",
     )
     .bind(agent_id)
     .bind(&path)
@@ -216,29 +259,40 @@ pub async fn record_pending(
     .bind(&size)
     .bind(&mtime)
     .bind(&reason)
+    .bind(&wrote)
+    .bind(&history_key)
     .execute(pool)
     .await?;
     Ok(result.rows_affected())
 }
 
-/// Marks rows as `deleted` (keeping them for history), one event each with its details.
+/// Marks rows as `deleted` (keeping them for history), one event each with its details, and
+/// ends each one's current version (with where its bytes went).
 pub async fn record_deleted(
     pool: &PgPool,
     agent_id: i64,
-    batch: &[(String, serde_json::Value)],
+    batch: &[DeletedFile],
 ) -> sqlx::Result<u64> {
     if batch.is_empty() {
         return Ok(0);
     }
-    let path: Vec<&str> = batch.iter().map(|(p, _)| p.as_str()).collect();
-    let details: Vec<&serde_json::Value> = batch.iter().map(|(_, d)| d).collect();
+    let path: Vec<&str> = batch.iter().map(|f| f.path.as_str()).collect();
+    let details: Vec<&serde_json::Value> = batch.iter().map(|f| &f.details).collect();
+    let history_key: Vec<Option<&str>> = batch.iter().map(|f| f.history_key.as_deref()).collect();
     let result = sqlx::query(
         "with input as (
-             select * from unnest($2::text[], $3::jsonb[]) as t(path, details)
+             select * from unnest($2::text[], $3::jsonb[], $4::text[])
+                 as t(path, details, history_key)
          ), up as (
              update files f set status = 'deleted', deleted_at = now(), updated_at = now()
              from input where f.agent_id = $1 and f.path = input.path
              returning f.id, f.path
+         ), closed as (
+             update file_versions v
+             set valid_to = now(), ended_by = 'deleted',
+                 history_key = coalesce(input.history_key, v.history_key)
+             from up join input using (path)
+             where v.file_id = up.id and v.valid_to is null
          )
          insert into file_events (file_id, kind, details)
          select up.id, 'deleted', input.details from up join input using (path)",
@@ -246,6 +300,7 @@ pub async fn record_deleted(
     .bind(agent_id)
     .bind(&path)
     .bind(&details)
+    .bind(&history_key)
     .execute(pool)
     .await?;
     Ok(result.rows_affected())

@@ -27,6 +27,7 @@ pub mod links;
 mod models;
 pub mod tokens;
 pub mod unsyncable;
+pub mod versions;
 
 pub use agents::*;
 pub use events::*;
@@ -37,6 +38,7 @@ pub use links::*;
 pub use models::*;
 pub use tokens::*;
 pub use unsyncable::*;
+pub use versions::*;
 
 use std::time::Duration;
 

@@ -64,6 +64,9 @@ pub struct FileRow {
     /// How the object is encrypted at rest: None (bucket default), `AES256`, `aws:kms`, `SSE-C`.
     #[sqlx(default)]
     pub encryption: Option<String>,
+    /// When the current content was recorded: the current version's `valid_from`.
+    #[sqlx(default)]
+    pub content_since: Option<DateTime<Utc>>,
 }
 
 /// A file row joined with its agent's bucket and name.
@@ -131,6 +134,55 @@ pub struct SyncedFile {
     pub encryption: Option<String>,
     pub event: EventKind,
     pub details: serde_json::Value,
+    /// New content (a new version begins); false when only the metadata changed.
+    pub new_version: bool,
+    /// `st_mode`, uid and gid, for the version.
+    pub posix: Option<PosixIds>,
+    /// The S3 VersionId of the new object, when the bucket keeps versions.
+    pub version_id: Option<String>,
+    /// Where the replaced content was copied (HISTORY=prefix), for the version it ends.
+    pub history_key: Option<String>,
+}
+
+/// A file's mode and owner, as the versions keep them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PosixIds {
+    /// `st_mode`, type bits included.
+    pub mode: i32,
+    pub uid: i64,
+    pub gid: i64,
+}
+
+/// A file gone locally whose row becomes `deleted`, for [`super::record_deleted`].
+#[derive(Debug, Clone)]
+pub struct DeletedFile {
+    pub path: String,
+    pub details: serde_json::Value,
+    /// Where its content was copied (HISTORY=prefix) before the object was deleted.
+    pub history_key: Option<String>,
+}
+
+/// A row of `file_versions`: one stored content of a path and when it was current.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct VersionRow {
+    pub id: i64,
+    pub file_id: i64,
+    pub agent_id: i64,
+    pub path: String,
+    pub valid_from: DateTime<Utc>,
+    pub valid_to: Option<DateTime<Utc>>,
+    pub size_bytes: i64,
+    pub md5: String,
+    pub mtime: DateTime<Utc>,
+    pub mode: Option<i32>,
+    pub uid: Option<i64>,
+    pub gid: Option<i64>,
+    pub s3_key: String,
+    pub version_id: Option<String>,
+    pub history_key: Option<String>,
+    pub encryption: Option<String>,
+    pub event: String,
+    pub ended_by: Option<String>,
 }
 
 /// One file that could not be synced, for [`super::record_failed`].
@@ -155,6 +207,10 @@ pub struct PendingFile {
     pub size_bytes: i64,
     pub mtime: DateTime<Utc>,
     pub reason: String,
+    /// Whether an object was written over the key: the current version (if any) ends.
+    pub wrote: bool,
+    /// Where the replaced content was copied (HISTORY=prefix), for the version it ends.
+    pub history_key: Option<String>,
 }
 
 /// Aggregates over one agent's rows.

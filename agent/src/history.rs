@@ -1,0 +1,260 @@
+//! History: the content an overwrite or a delete replaces stays restorable for
+//! HISTORY_RETENTION.
+//!
+//! In: HISTORY, the bucket's versioning state, a row about to be replaced. Out: the mode the
+//! agent runs with ([`History`]); for HISTORY=prefix, a server-side copy of the replaced object
+//! at its history key, which the catalog records on the version that ends; and the purge of
+//! history older than the retention.
+//!
+//! A history key is `S3_PREFIX + HISTORY_PREFIX + path + "/" + valid_from`, the time the
+//! content became current (`20261124T101500.123456Z`), so a listing of the bucket alone tells
+//! every path's past contents apart (`restore --from-bucket`). With HISTORY=versioning the
+//! bucket keeps the old bytes itself and the catalog records each upload's VersionId.
+
+use chrono::{DateTime, Utc};
+use portail_core::catalog::{self, FileRow, FileStatus, VersionRow};
+
+use portail_core::config::ConfigError;
+
+use crate::config::HistorySetting;
+use crate::transfer::{Transfer, TransferError};
+use crate::Agent;
+
+/// How replaced content is kept, as resolved when the agent starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum History {
+    /// The bucket keeps every version.
+    Versioning,
+    /// Copies under this key prefix (S3_PREFIX + HISTORY_PREFIX).
+    Prefix(String),
+    /// Nothing is kept.
+    Off,
+}
+
+/// The `valid_from` stamp in a history key.
+const STAMP: &str = "%Y%m%dT%H%M%S%.6fZ";
+
+impl History {
+    /// Resolves HISTORY against the bucket. HISTORY=versioning on a bucket without versioning
+    /// Enabled is refused, naming the variable; `auto` falls back to `prefix` when the store
+    /// does not say (s3s-fs has no versioning call).
+    pub async fn resolve(
+        setting: HistorySetting,
+        transfer: &Transfer,
+        dir: String,
+    ) -> anyhow::Result<History> {
+        let enabled = match setting {
+            HistorySetting::Off => return Ok(History::Off),
+            HistorySetting::Prefix => return Ok(History::Prefix(dir)),
+            HistorySetting::Auto | HistorySetting::Versioning => {
+                transfer.versioning_enabled().await
+            }
+        };
+        let refuse = |reason: String| ConfigError::Invalid {
+            var: "HISTORY".into(),
+            reason,
+        };
+        match (setting, enabled) {
+            (_, Ok(true)) => Ok(History::Versioning),
+            (HistorySetting::Versioning, Ok(false)) => Err(refuse(format!(
+                "is versioning, but bucket {} does not have versioning Enabled (enable it, or set HISTORY=prefix)",
+                transfer.bucket()
+            ))
+            .into()),
+            (HistorySetting::Versioning, Err(e)) => Err(refuse(format!(
+                "is versioning, but the bucket's versioning state cannot be read: {e}"
+            ))
+            .into()),
+            (_, Ok(false)) => Ok(History::Prefix(dir)),
+            (_, Err(e)) => {
+                tracing::info!(error = %e, "bucket versioning unknown; HISTORY=auto uses prefix");
+                Ok(History::Prefix(dir))
+            }
+        }
+    }
+
+    /// The value for logs and `/readyz`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            History::Versioning => "versioning",
+            History::Prefix(_) => "prefix",
+            History::Off => "off",
+        }
+    }
+
+    /// The history key of a path's content that became current at `since`.
+    pub fn key(dir: &str, path: &str, since: DateTime<Utc>) -> String {
+        format!("{dir}{path}/{}", since.format(STAMP))
+    }
+
+    /// Splits a history key (below `dir`) into its path and `valid_from`.
+    pub fn parse_key(dir: &str, key: &str) -> Option<(String, DateTime<Utc>)> {
+        let rest = key.strip_prefix(dir)?;
+        let (path, stamp) = rest.rsplit_once('/')?;
+        let t = chrono::NaiveDateTime::parse_from_str(stamp, STAMP).ok()?;
+        (!path.is_empty()).then(|| (path.to_string(), t.and_utc()))
+    }
+}
+
+/// Whether the object at `key` holds content a version of `row` vouches for, so that writing
+/// over it (or deleting it) ends that version.
+pub fn holds_version(row: &FileRow, key: &str) -> bool {
+    matches!(row.status, FileStatus::Synced | FileStatus::Error)
+        && row.md5.is_some()
+        && row.s3_key == key
+}
+
+/// With HISTORY=prefix, copies the object of `row` to its history key before it is
+/// overwritten or deleted, and returns that key. `None` in the other modes.
+pub async fn keep(agent: &Agent, row: &FileRow) -> Result<Option<String>, TransferError> {
+    let History::Prefix(dir) = &agent.history else {
+        return Ok(None);
+    };
+    let since = row
+        .content_since
+        .or(row.synced_at)
+        .unwrap_or(row.updated_at);
+    let key = History::key(dir, &row.path, since);
+    agent.transfer.copy(&row.s3_key, &key, None).await?;
+    agent.metrics.history.copies.inc();
+    Ok(Some(key))
+}
+
+/// How often watch mode purges expired history.
+pub const PURGE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Purges expired history every [`PURGE_EVERY`] while watch mode runs, the first time at
+/// start. A failed purge is logged and tried again at the next tick.
+pub fn spawn_purge(agent: Agent) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(PURGE_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            match purge(&agent).await {
+                Ok(p) if p.versions > 0 => {
+                    tracing::info!(
+                        versions = p.versions,
+                        objects = p.objects,
+                        failed = p.failed,
+                        "history purged"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), "history purge failed"),
+            }
+        }
+    })
+}
+
+/// One line per version for `history PATH`: since, until, size, MD5, how it began and ended,
+/// and where its bytes are.
+pub fn describe(versions: &[VersionRow]) -> Vec<String> {
+    versions
+        .iter()
+        .map(|v| {
+            let until = v.valid_to.map_or("now".to_string(), |t| t.to_rfc3339());
+            let ended = v.ended_by.as_deref().unwrap_or("current");
+            let kept = match (&v.history_key, &v.version_id, v.valid_to) {
+                (_, _, None) => "restorable".to_string(),
+                (Some(h), _, _) => format!("kept at {h}"),
+                (None, Some(id), _) => format!("kept as version {id}"),
+                (None, None, _) => "not kept".to_string(),
+            };
+            format!(
+                "{}  until {until}  {} bytes  md5 {}  {} -> {ended}  ({kept})",
+                v.valid_from.to_rfc3339(),
+                v.size_bytes,
+                v.md5,
+                v.event
+            )
+        })
+        .collect()
+}
+
+/// What a purge removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Purged {
+    /// Versions forgotten.
+    pub versions: u64,
+    /// Objects (history copies, or noncurrent S3 versions) deleted.
+    pub objects: u64,
+    /// Objects that could not be deleted (their versions stay, to be tried again).
+    pub failed: u64,
+}
+
+/// Deletes the history that ended more than HISTORY_RETENTION ago: its bytes, then its rows.
+pub async fn purge(agent: &Agent) -> anyhow::Result<Purged> {
+    let retention = chrono::Duration::from_std(agent.settings.history_retention.0)?;
+    let cutoff = Utc::now() - retention;
+    let mut purged = Purged::default();
+    loop {
+        let batch = catalog::expired_versions(&agent.pool, agent.id, cutoff, 1000).await?;
+        if batch.is_empty() {
+            break;
+        }
+        let done = purge_batch(agent, &batch, &mut purged).await;
+        if done.is_empty() {
+            break; // every delete failed: try again next time
+        }
+        purged.versions += catalog::delete_versions(&agent.pool, &done).await?;
+    }
+    agent.metrics.history.purged.inc_by(purged.objects);
+    Ok(purged)
+}
+
+/// Deletes the bytes of expired versions; returns the ids whose bytes are gone.
+async fn purge_batch(agent: &Agent, batch: &[VersionRow], purged: &mut Purged) -> Vec<i64> {
+    // The transfer stage's semaphore caps the deletes in flight.
+    let results = futures::future::join_all(batch.iter().map(|v| async move {
+        let result = match (&v.history_key, &v.version_id) {
+            (Some(h), _) => agent.transfer.delete_object(h, None).await,
+            (None, Some(id)) => agent.transfer.delete_object(&v.s3_key, Some(id)).await,
+            (None, None) => Ok(false), // nothing was kept: only the row goes
+        };
+        (v.id, result)
+    }))
+    .await;
+    let mut done = Vec::with_capacity(results.len());
+    for (id, result) in results {
+        match result {
+            Ok(deleted) => {
+                purged.objects += u64::from(deleted);
+                done.push(id);
+            }
+            Err(e) => {
+                purged.failed += 1;
+                tracing::warn!(version = id, error = %e, "could not purge a history object");
+            }
+        }
+    }
+    done
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_keys_round_trip_even_for_odd_paths() {
+        let t = DateTime::from_timestamp(1_764_000_000, 123_456_000).unwrap();
+        for path in ["a.txt", "dir/sub/b c+d", "x/20261124T101500.123456Z"] {
+            let key = History::key("p/.portail-history/", path, t);
+            assert_eq!(
+                History::parse_key("p/.portail-history/", &key),
+                Some((path.to_string(), t)),
+                "{key}"
+            );
+        }
+        assert_eq!(
+            History::key("h/", "a", t),
+            "h/a/20251124T160000.123456Z",
+            "the stamp is UTC, to the microsecond"
+        );
+        assert_eq!(History::parse_key("h/", "h/a/not-a-stamp"), None);
+        assert_eq!(
+            History::parse_key("h/", "other/a/20251124T160000.123456Z"),
+            None
+        );
+    }
+}

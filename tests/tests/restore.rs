@@ -1,0 +1,252 @@
+//! Issue 13: history and restore against real servers (s3s-fs, HISTORY=prefix, which `auto`
+//! picks there: s3s-fs has no versioning). A tree synced, then modified, renamed and partly
+//! deleted over three passes restores byte for byte, with mtime and mode, as of each pass.
+#![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use portail_agent::restore::{Restore, RestoreOptions, RestoreReport};
+use portail_agent::Agent;
+use portail_tests::TestEnv;
+
+/// What a file should be: bytes, mode bits, mtime (whole seconds, set by the test).
+type Tree = BTreeMap<String, (Vec<u8>, u32, i64)>;
+
+fn put(env: &TestEnv, tree: &mut Tree, rel: &str, bytes: &[u8], mode: u32, mtime: i64) {
+    let p = env.write(rel, bytes);
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime as u64);
+    f.set_modified(t).unwrap();
+    tree.insert(rel.into(), (bytes.to_vec(), mode, mtime));
+}
+
+fn remove(env: &TestEnv, tree: &mut Tree, rel: &str) {
+    std::fs::remove_file(env.root.path().join(rel)).unwrap();
+    tree.remove(rel);
+}
+
+/// Every regular file under `dir` (temporary names included, so leftovers fail the test).
+fn read_tree(dir: &Path) -> Tree {
+    let mut tree = Tree::new();
+    for e in walkdir::WalkDir::new(dir) {
+        let e = e.unwrap();
+        if !e.file_type().is_file() {
+            continue;
+        }
+        let rel = e
+            .path()
+            .strip_prefix(dir)
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
+        let m = e.metadata().unwrap();
+        let bytes = std::fs::read(e.path()).unwrap();
+        tree.insert(rel, (bytes, m.mode() & 0o7777, m.mtime()));
+    }
+    tree
+}
+
+fn options(to: &Path, at: DateTime<Utc>) -> RestoreOptions {
+    RestoreOptions {
+        to: to.to_path_buf(),
+        at,
+        paths: Vec::new(),
+        dry_run: false,
+        overwrite: false,
+        in_place: false,
+        concurrency: 8,
+    }
+}
+
+async fn restore(env: &TestEnv, agent: &Agent, opts: &RestoreOptions) -> RestoreReport {
+    Restore {
+        pool: &env.db.pool,
+        agent_id: agent.id,
+        transfer: &agent.transfer,
+        sync_root: env.root.path(),
+    }
+    .run(opts)
+    .await
+    .unwrap()
+}
+
+/// A sync that must converge, then the time just after it.
+async fn pass(env: &TestEnv, agent: &Agent) -> DateTime<Utc> {
+    let r = env.sync(agent).await;
+    assert!(r.converged(), "{r:?}");
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let t = Utc::now();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    t
+}
+
+#[tokio::test]
+async fn a_tree_restores_as_of_each_of_three_passes() {
+    let env = TestEnv::new().await;
+    let mut s = env.settings();
+    s.max_delete_percent = 100;
+    let agent = env.agent(s).await;
+    assert_eq!(agent.history.label(), "prefix", "s3s-fs has no versioning");
+    let mut tree = Tree::new();
+    put(&env, &mut tree, "a.txt", b"one", 0o640, 1_600_000_000);
+    put(&env, &mut tree, "d/b.txt", b"bee", 0o644, 1_600_000_100);
+    put(&env, &mut tree, "d/c.txt", b"sea", 0o600, 1_600_000_200);
+    let t1 = pass(&env, &agent).await;
+    let tree1 = tree.clone();
+
+    put(&env, &mut tree, "a.txt", b"two!", 0o640, 1_600_001_000);
+    std::fs::create_dir_all(env.root.path().join("e")).unwrap();
+    std::fs::rename(
+        env.root.path().join("d/b.txt"),
+        env.root.path().join("e/b.txt"),
+    )
+    .unwrap();
+    let moved = tree.remove("d/b.txt").unwrap();
+    tree.insert("e/b.txt".into(), moved);
+    remove(&env, &mut tree, "d/c.txt");
+    put(&env, &mut tree, "n.txt", b"new", 0o644, 1_600_002_000);
+    let t2 = pass(&env, &agent).await;
+    let tree2 = tree.clone();
+
+    put(&env, &mut tree, "a.txt", b"three", 0o644, 1_600_003_000);
+    remove(&env, &mut tree, "e/b.txt");
+    let t3 = pass(&env, &agent).await;
+    assert!(
+        !env.history_keys().await.is_empty(),
+        "replaced content was copied aside"
+    );
+
+    for (at, expected) in [(t1, &tree1), (t2, &tree2), (t3, &tree)] {
+        let dir = tempfile::tempdir().unwrap();
+        let r = restore(&env, &agent, &options(dir.path(), at)).await;
+        assert!(r.failed.is_empty(), "{r:?}");
+        assert_eq!(r.restored as usize, expected.len());
+        assert_eq!(&read_tree(dir.path()), expected, "as of {at}");
+    }
+
+    // The object of every current file carries its mtime and mode in rclone's names.
+    let client = env.s3.client().await;
+    let head = client
+        .head_object()
+        .bucket(&env.bucket)
+        .key("a.txt")
+        .send()
+        .await
+        .unwrap();
+    let meta = head.metadata().unwrap();
+    assert_eq!(meta["mtime"], "1600003000");
+    assert_eq!(meta["mode"], "100644");
+    assert!(meta.contains_key("uid") && meta.contains_key("md5chksum"));
+
+    // `history PATH`: three contents of a.txt, newest first.
+    let versions = portail_core::catalog::versions_of_path(&env.db.pool, agent.id, "a.txt")
+        .await
+        .unwrap();
+    let sizes: Vec<i64> = versions.iter().map(|v| v.size_bytes).collect();
+    assert_eq!(sizes, vec![5, 4, 3]);
+    assert!(versions[0].valid_to.is_none() && versions[1].history_key.is_some());
+}
+
+#[tokio::test]
+async fn restore_resumes_refuses_conflicts_and_reports_missing_history() {
+    let env = TestEnv::new().await;
+    let agent = env.agent(env.settings()).await;
+    let mut tree = Tree::new();
+    for i in 0..6 {
+        put(
+            &env,
+            &mut tree,
+            &format!("f{i}.txt"),
+            format!("v1 {i}").as_bytes(),
+            0o644,
+            1_600_000_000 + i,
+        );
+    }
+    let t1 = pass(&env, &agent).await;
+    for i in 0..6 {
+        put(
+            &env,
+            &mut tree,
+            &format!("f{i}.txt"),
+            format!("v2 {i}").as_bytes(),
+            0o644,
+            1_700_000_000 + i,
+        );
+    }
+    pass(&env, &agent).await;
+
+    // A half-done restore (as after SIGKILL: one file in place, one temporary leftover)
+    // completes when run again, and writes only what is missing.
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = options(dir.path(), t1);
+    first.paths = vec!["f0.txt".into()];
+    assert_eq!(restore(&env, &agent, &first).await.restored, 1);
+    std::fs::write(dir.path().join(".f1.txt.portail-restore"), b"torn").unwrap();
+    let r = restore(&env, &agent, &options(dir.path(), t1)).await;
+    assert_eq!((r.restored, r.present, r.failed.len()), (5, 1, 0), "{r:?}");
+    let got = read_tree(dir.path());
+    assert_eq!(got.len(), 6, "no temporary file is left: {:?}", got.keys());
+    assert_eq!(got["f1.txt"].0, b"v1 1");
+
+    // Other content in the way is refused, then replaced with --overwrite.
+    std::fs::write(dir.path().join("f2.txt"), b"mine").unwrap();
+    let r = restore(&env, &agent, &options(dir.path(), t1)).await;
+    assert_eq!(r.failed.len(), 1, "{r:?}");
+    assert!(r.failed[0].contains("--overwrite"), "{r:?}");
+    assert_eq!(std::fs::read(dir.path().join("f2.txt")).unwrap(), b"mine");
+    let mut over = options(dir.path(), t1);
+    over.overwrite = true;
+    assert_eq!(restore(&env, &agent, &over).await.restored, 1);
+    assert_eq!(std::fs::read(dir.path().join("f2.txt")).unwrap(), b"v1 2");
+
+    // A history object lost from S3: reported, and the other files still restored.
+    let lost = env
+        .history_keys()
+        .await
+        .into_iter()
+        .find(|k| k.contains("f3.txt"))
+        .unwrap();
+    let client = env.s3.client().await;
+    client
+        .delete_object()
+        .bucket(&env.bucket)
+        .key(&lost)
+        .send()
+        .await
+        .unwrap();
+    let fresh = tempfile::tempdir().unwrap();
+    let r = restore(&env, &agent, &options(fresh.path(), t1)).await;
+    assert_eq!((r.restored, r.failed.len()), (5, 1), "{r:?}");
+    assert!(
+        r.failed[0].starts_with("f3.txt: ") && r.failed[0].contains("missing"),
+        "{r:?}"
+    );
+    assert!(!fresh.path().join("f3.txt").exists());
+
+    // Bad requests are refused up front, with what is wrong.
+    let bad = |e: anyhow::Error| format!("{e:#}");
+    let restorer = Restore {
+        pool: &env.db.pool,
+        agent_id: agent.id,
+        transfer: &agent.transfer,
+        sync_root: env.root.path(),
+    };
+    let early = options(fresh.path(), t1 - chrono::Duration::hours(1));
+    let e = bad(restorer.run(&early).await.unwrap_err());
+    assert!(e.contains("before the first sync"), "{e}");
+    let mut nowhere = options(fresh.path(), t1);
+    nowhere.paths = vec!["never/was.txt".into()];
+    let e = bad(restorer.run(&nowhere).await.unwrap_err());
+    assert!(
+        e.contains("no file was ever synced at \"never/was.txt\""),
+        "{e}"
+    );
+    let into_root = options(&env.root.path().join("restored"), t1);
+    let e = bad(restorer.run(&into_root).await.unwrap_err());
+    assert!(e.contains("inside SYNC_ROOT"), "{e}");
+    assert!(!env.root.path().join("restored").exists());
+}
