@@ -250,3 +250,41 @@ async fn restore_resumes_refuses_conflicts_and_reports_missing_history() {
     assert!(e.contains("inside SYNC_ROOT"), "{e}");
     assert!(!env.root.path().join("restored").exists());
 }
+
+#[tokio::test]
+async fn purge_deletes_history_past_the_retention_and_keeps_the_rest() {
+    let env = TestEnv::new().await;
+    let mut s = env.settings();
+    s.max_delete_percent = 100;
+    let agent = env.agent(s.clone()).await;
+    let mut tree = Tree::new();
+    put(&env, &mut tree, "keep.txt", b"v1", 0o644, 1_600_000_000);
+    put(&env, &mut tree, "gone.txt", b"bye", 0o644, 1_600_000_000);
+    pass(&env, &agent).await;
+    put(&env, &mut tree, "keep.txt", b"v2", 0o644, 1_600_000_500);
+    remove(&env, &mut tree, "gone.txt");
+    pass(&env, &agent).await;
+    assert_eq!(
+        env.history_keys().await.len(),
+        2,
+        "one overwrite, one delete"
+    );
+
+    // Within the retention (30 days by default): nothing goes.
+    let p = portail_agent::history::purge(&agent).await.unwrap();
+    assert_eq!((p.versions, p.objects), (0, 0));
+    assert_eq!(env.history_keys().await.len(), 2);
+
+    // With a zero retention every ended version is expired: its copy and its row go; the
+    // current versions stay.
+    s.history_retention = portail_core::config::HumanDuration(std::time::Duration::ZERO);
+    let strict = env.agent(s).await;
+    let p = portail_agent::history::purge(&strict).await.unwrap();
+    assert_eq!((p.versions, p.objects, p.failed), (2, 2, 0));
+    assert!(env.history_keys().await.is_empty());
+    let left = portail_core::catalog::versions_of_path(&env.db.pool, agent.id, "keep.txt")
+        .await
+        .unwrap();
+    assert_eq!(left.len(), 1);
+    assert!(left[0].valid_to.is_none());
+}

@@ -112,7 +112,7 @@ impl Transfer {
     }
 
     /// Downloads an object (one version of it, with `version_id`) into `dest`, which is
-    /// created or truncated, and returns the MD5 of the bytes written. Every chunk waits for
+    /// created anew, and returns the MD5 of the bytes written. Every chunk waits for
     /// the BWLIMIT budget, shared with the uploads.
     pub async fn download(
         &self,
@@ -134,7 +134,18 @@ impl Transfer {
             .await
             .map_err(|e| TransferError::s3("GetObject", e))?;
         let mut body = out.body;
-        let mut file = tokio::fs::File::create(dest)
+        // Created anew: whatever is at `dest` (a leftover, a planted link) is removed, never
+        // followed, and O_EXCL refuses one planted in between.
+        match tokio::fs::remove_file(dest).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(TransferError::Write(e))
+            }
+            _ => {}
+        }
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(dest)
             .await
             .map_err(TransferError::Write)?;
         let mut md5 = md5::Md5::new();
