@@ -337,9 +337,7 @@ impl FileJob<'_> {
             (Some(_), _) => self.agent.transfer.encryption().map(String::from),
             (None, prev) => prev.as_ref().and_then(|r| r.encryption.clone()),
         };
-        let new_version = decision != Decision::MetadataOnly;
         let row = SyncedFile {
-            new_version,
             posix: Some(PosixIds {
                 mode: meta.mode as i32,
                 uid: meta.uid.into(),

@@ -158,10 +158,30 @@ impl Restore<'_> {
             let page = catalog::versions_at(self.pool, &q).await?;
             let Some(last) = page.last() else { break };
             after = Some(last.path.clone());
-            let sources = page.into_iter().map(Source::from);
-            restore_all(self.transfer, sources, opts, &mut report, &progress).await;
+            let mut sources = Vec::with_capacity(page.len());
+            for v in page {
+                sources.push(self.source(v).await?);
+            }
+            restore_all(
+                self.transfer,
+                sources.into_iter(),
+                opts,
+                &mut report,
+                &progress,
+            )
+            .await;
         }
         Ok(report)
+    }
+
+    /// Where a version's bytes are. One that ended with a change of mtime or mode alone has
+    /// no copy of its own: it shares the next copy of the same content (or, if the content
+    /// never changed since, the object itself; the MD5 check tells).
+    async fn source(&self, mut v: VersionRow) -> anyhow::Result<Source> {
+        if v.valid_to.is_some() && v.history_key.is_none() && v.version_id.is_none() {
+            v.history_key = catalog::shared_history_key(self.pool, &v).await?;
+        }
+        Ok(Source::from(v))
     }
 
     /// `--at` before the first sync, and paths that never existed, are refused up front.

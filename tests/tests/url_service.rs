@@ -241,7 +241,6 @@ async fn pagination_returns_every_file_exactly_once_while_files_are_added() {
                 encryption: None,
                 event: EventKind::Uploaded,
                 details: json!({}),
-                new_version: true,
                 posix: None,
                 version_id: None,
                 history_key: None,

@@ -62,8 +62,8 @@ pub async fn file_by_id(pool: &PgPool, id: i64) -> sqlx::Result<Option<FileWithB
 }
 
 /// Records uploaded or re-verified files as `synced`, in one statement, with one event each.
-/// New content also ends the file's current version (with where its bytes went) and begins a
-/// new one; a metadata-only change updates the current version's mtime and mode.
+/// Each also ends the file's current version (with where its bytes went) and begins a new one,
+/// a change of mtime or mode alone too, so a restore brings back the metadata of its time.
 pub async fn record_synced(
     pool: &PgPool,
     agent_id: i64,
@@ -87,7 +87,6 @@ pub async fn record_synced(
     let inode: Vec<_> = batch.iter().map(|f| f.inode).collect();
     let ctime: Vec<_> = batch.iter().map(|f| f.ctime).collect();
     let details: Vec<_> = batch.iter().map(|f| &f.details).collect();
-    let new_version: Vec<bool> = batch.iter().map(|f| f.new_version).collect();
     let mode: Vec<_> = batch.iter().map(|f| f.posix.map(|p| p.mode)).collect();
     let uid: Vec<_> = batch.iter().map(|f| f.posix.map(|p| p.uid)).collect();
     let gid: Vec<_> = batch.iter().map(|f| f.posix.map(|p| p.gid)).collect();
@@ -105,7 +104,6 @@ pub async fn record_synced(
         .bind(&kind)
         .bind(&details)
         .bind(&encryption)
-        .bind(&new_version)
         .bind(&mode)
         .bind(&uid)
         .bind(&gid)
@@ -123,18 +121,15 @@ const RECORD_SYNCED: &str = "
         select * from unnest($2::text[], $3::text[], $4::int8[], $5::timestamptz[],
                              $6::text[], $7::text[], $8::text[], $9::int8[],
                              $10::timestamptz[], $11::text[], $12::jsonb[], $13::text[],
-                             $14::bool[], $15::int4[], $16::int8[], $17::int8[], $18::text[],
-                             $19::text[])
+                             $14::int4[], $15::int8[], $16::int8[], $17::text[], $18::text[])
             as t(path, s3_key, size_bytes, mtime, md5, etag, content_type, inode, ctime,
-                 kind, details, encryption, new_version, mode, uid, gid, version_id,
-                 history_key)
+                 kind, details, encryption, mode, uid, gid, version_id, history_key)
     ), up as (
         insert into files (agent_id, path, s3_key, size_bytes, mtime, md5, etag,
                            content_type, inode, ctime, encryption, status, last_error,
                            synced_at, deleted_at, updated_at, content_since)
         select $1, path, s3_key, size_bytes, mtime, md5, etag, content_type, inode, ctime,
-               encryption, 'synced', null, now(), null, now(),
-               case when new_version then now() end
+               encryption, 'synced', null, now(), null, now(), now()
         from input
         on conflict (agent_id, path) do update set
             s3_key = excluded.s3_key, size_bytes = excluded.size_bytes,
@@ -144,14 +139,14 @@ const RECORD_SYNCED: &str = "
             ctime = excluded.ctime, encryption = excluded.encryption,
             status = 'synced', last_error = null,
             synced_at = now(), deleted_at = null, updated_at = now(),
-            content_since = coalesce(excluded.content_since, files.content_since)
+            content_since = now()
         returning id, path
     ), closed as (
         update file_versions v
         set valid_to = now(), ended_by = 'overwritten',
             history_key = coalesce(input.history_key, v.history_key)
         from up join input using (path)
-        where v.file_id = up.id and v.valid_to is null and input.new_version
+        where v.file_id = up.id and v.valid_to is null
     ), opened as (
         insert into file_versions (file_id, agent_id, path, valid_from, size_bytes, md5, mtime,
                                    mode, uid, gid, s3_key, version_id, encryption, event)
@@ -159,14 +154,6 @@ const RECORD_SYNCED: &str = "
                input.mode, input.uid, input.gid, input.s3_key, input.version_id,
                input.encryption, input.kind
         from up join input using (path)
-        where input.new_version
-    ), touched as (
-        update file_versions v
-        set mtime = input.mtime, mode = coalesce(input.mode, v.mode),
-            uid = coalesce(input.uid, v.uid), gid = coalesce(input.gid, v.gid),
-            version_id = coalesce(input.version_id, v.version_id)
-        from up join input using (path)
-        where v.file_id = up.id and v.valid_to is null and not input.new_version
     )
     insert into file_events (file_id, kind, details)
     select up.id, input.kind, input.details from up join input using (path)";

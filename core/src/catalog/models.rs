@@ -134,8 +134,6 @@ pub struct SyncedFile {
     pub encryption: Option<String>,
     pub event: EventKind,
     pub details: serde_json::Value,
-    /// New content (a new version begins); false when only the metadata changed.
-    pub new_version: bool,
     /// `st_mode`, uid and gid, for the version.
     pub posix: Option<PosixIds>,
     /// The S3 VersionId of the new object, when the bucket keeps versions.

@@ -137,3 +137,19 @@ pub async fn delete_versions(pool: &PgPool, ids: &[i64]) -> sqlx::Result<u64> {
         .await?;
     Ok(r.rows_affected())
 }
+
+/// Where the bytes of an ended version without a copy of its own are: the history copy of the
+/// first later version of the same file with the same MD5. A version ended by a change of mtime
+/// or mode alone shares its bytes with the next, and only the last one is copied aside.
+pub async fn shared_history_key(pool: &PgPool, v: &VersionRow) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar::<_, String>(
+        "select history_key from file_versions
+         where file_id = $1 and md5 = $2 and valid_from > $3 and history_key is not null
+         order by valid_from limit 1",
+    )
+    .bind(v.file_id)
+    .bind(&v.md5)
+    .bind(v.valid_from)
+    .fetch_optional(pool)
+    .await
+}
