@@ -4,6 +4,8 @@
 -- history_key once a HISTORY=prefix copy took them out of the way of an overwrite or a delete.
 -- Written in the same statements as the `files` rows (core/src/catalog/files.rs).
 
+-- When the current bytes were first recorded under the file's key (a change of mtime or mode
+-- alone keeps it): the time in a HISTORY=prefix copy's key.
 alter table files add column content_since timestamptz;
 
 create table file_versions (

@@ -53,6 +53,9 @@ pub enum Command {
     Restore(RestoreArgs),
     /// List the versions of one path, newest first; or `history purge`.
     History(HistoryArgs),
+    /// After the catalog was lost: recreate this agent's rows (and HISTORY=prefix history)
+    /// from the bucket and each object's metadata, so the next sync uploads nothing unchanged.
+    RebuildCatalog,
 }
 
 /// `restore [--to DIR] [--at TIME] [PATH_OR_DIR ...]`.
@@ -74,6 +77,10 @@ pub struct RestoreArgs {
     /// Allow writing into SYNC_ROOT (the default target then).
     #[arg(long)]
     pub in_place: bool,
+    /// Use no catalog: read what to restore from the bucket (objects and HISTORY=prefix
+    /// copies) and each object's metadata.
+    #[arg(long)]
+    pub from_bucket: bool,
     /// Paths or directories, relative to SYNC_ROOT. Default: everything.
     pub paths: Vec<String>,
 }
@@ -119,6 +126,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::ReleaseChanges => release(cfg, crate::guard::Kind::Changes).await,
         Command::Restore(args) => restore(cfg, args).await,
         Command::History(args) => history(cfg, args).await,
+        Command::RebuildCatalog => rebuild_catalog(cfg).await,
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -194,9 +202,6 @@ async fn restore(cfg: AgentConfig, args: RestoreArgs) -> anyhow::Result<u8> {
             reason: "is required (or --in-place to restore into SYNC_ROOT)".into(),
         }),
     };
-    let pool = portail_core::catalog::connect(&cfg.db).await?;
-    portail_core::catalog::migrate(&pool).await?;
-    let agent_id = crate::restore::agent_id(&pool, &cfg.agent.agent_name()).await?;
     let transfer = crate::transfer_for(&cfg).await?;
     let opts = crate::restore::RestoreOptions {
         to,
@@ -211,13 +216,22 @@ async fn restore(cfg: AgentConfig, args: RestoreArgs) -> anyhow::Result<u8> {
         in_place: args.in_place,
         concurrency: cfg.agent.upload_concurrency,
     };
-    let restore = crate::restore::Restore {
-        pool: &pool,
-        agent_id,
-        transfer: &transfer,
-        sync_root: &cfg.agent.sync_root,
+    let report = if args.from_bucket {
+        let prefix = cfg.agent.key_prefix();
+        let history_dir = format!("{prefix}{}", cfg.agent.history_dir());
+        let root = &cfg.agent.sync_root;
+        crate::restore::from_bucket(&transfer, &prefix, &history_dir, root, &opts).await?
+    } else {
+        let pool = portail_core::catalog::connect(&cfg.db).await?;
+        portail_core::catalog::migrate(&pool).await?;
+        let restore = crate::restore::Restore {
+            agent_id: crate::restore::agent_id(&pool, &cfg.agent.agent_name()).await?,
+            pool: &pool,
+            transfer: &transfer,
+            sync_root: &cfg.agent.sync_root,
+        };
+        restore.run(&opts).await?
     };
-    let report = restore.run(&opts).await?;
     for line in &report.planned {
         println!("{line}");
     }
@@ -265,6 +279,26 @@ async fn history(cfg: AgentConfig, args: HistoryArgs) -> anyhow::Result<u8> {
         println!("{line}");
     }
     Ok(EXIT_OK)
+}
+
+/// `rebuild-catalog`: the agent's rows from the bucket, into a catalog that has none.
+async fn rebuild_catalog(cfg: AgentConfig) -> anyhow::Result<u8> {
+    let agent = connect(cfg).await?;
+    let r = crate::recover::rebuild(&agent).await?;
+    for s in &r.skipped {
+        eprintln!("not recorded: {s}");
+    }
+    println!(
+        "rebuild-catalog: {} files recorded, {} past versions, {} objects not recorded",
+        r.files,
+        r.past_versions,
+        r.skipped.len()
+    );
+    Ok(if r.skipped.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_INCOMPLETE
+    })
 }
 
 async fn verify(cfg: AgentConfig) -> anyhow::Result<u8> {

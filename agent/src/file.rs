@@ -238,11 +238,15 @@ impl FileJob<'_> {
         hashed: &Hashed,
     ) -> Result<Option<Stored>, TransferError> {
         let (transfer, key) = (&self.agent.transfer, &self.work.local.key);
-        let info = ObjectInfo {
+        let mut info = ObjectInfo {
             md5: hashed.md5,
             content_type: self.content_type.clone(),
             posix: Posix::from(&hashed.meta),
+            since: None,
         };
+        if *decision == Decision::MetadataOnly {
+            info.since = self.work.previous.as_ref().and_then(|p| p.content_since);
+        }
         let replaces = self
             .work
             .previous

@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod pass;
 pub mod progress;
 pub mod record;
+pub mod recover;
 pub mod report;
 pub mod restore;
 pub mod scan;

@@ -215,6 +215,70 @@ impl Restore<'_> {
     }
 }
 
+/// `restore --from-bucket`: the same, with no catalog at all. What to restore comes from a
+/// listing of the agent's prefix and its HISTORY=prefix copies ([`crate::recover`]); each
+/// file's MD5, mtime and mode from its object's metadata.
+pub async fn from_bucket(
+    transfer: &Transfer,
+    prefix: &str,
+    history_dir: &str,
+    sync_root: &Path,
+    opts: &RestoreOptions,
+) -> anyhow::Result<RestoreReport> {
+    check_target(&opts.to, sync_root, opts.in_place)?;
+    let mut by_path = crate::recover::bucket_versions(transfer, prefix, history_dir).await?;
+    crate::recover::refine(transfer, &mut by_path, Some(opts.at), opts.concurrency).await;
+    let first = by_path.values().flatten().map(|v| v.valid_from).min();
+    let refuse = |var: &str, reason: String| ConfigError::Invalid {
+        var: var.into(),
+        reason,
+    };
+    match first {
+        None => anyhow::bail!(refuse(
+            "S3_PREFIX",
+            format!("no object under {prefix:?} in the bucket")
+        )),
+        Some(first) if opts.at < first => anyhow::bail!(refuse(
+            "--at",
+            format!(
+                "{} is before the oldest object ({first}): there is nothing to restore",
+                opts.at
+            )
+        )),
+        Some(_) => {}
+    }
+    let ever = |p: &String| {
+        by_path
+            .keys()
+            .any(|k| k == p || k.starts_with(&format!("{p}/")))
+    };
+    if let Some(p) = opts.paths.iter().find(|p| !ever(p)) {
+        anyhow::bail!(refuse(
+            "PATH",
+            format!("no object was ever stored at {p:?}, nor below it")
+        ));
+    }
+    let selected = crate::recover::as_of(&by_path, opts.at, &opts.paths);
+    drop(by_path);
+    let (mut report, progress) = (RestoreReport::default(), Counter::default());
+    for chunk in selected.chunks(PAGE as usize) {
+        let described: Vec<_> = stream::iter(chunk)
+            .map(|v| async move { (v.path.clone(), crate::recover::describe(transfer, v).await) })
+            .buffer_unordered(opts.concurrency.max(1))
+            .collect()
+            .await;
+        let mut sources = Vec::with_capacity(described.len());
+        for (path, d) in described {
+            match d {
+                Ok(src) => sources.push(src),
+                Err(reason) => report.failed.push(format!("{path}: {reason}")),
+            }
+        }
+        restore_all(transfer, sources.into_iter(), opts, &mut report, &progress).await;
+    }
+    Ok(report)
+}
+
 /// Refuses a target inside SYNC_ROOT without `--in-place`.
 fn check_target(to: &Path, sync_root: &Path, in_place: bool) -> anyhow::Result<()> {
     let (to_abs, root_abs) = (resolved(to), resolved(sync_root));

@@ -175,8 +175,11 @@ async fn orphans(
 ) -> anyhow::Result<Vec<Drift>> {
     let keep = agent.settings.delete_mode == DeleteMode::Keep;
     let mine: HashMap<&str, &FileRow> = rows.iter().map(|r| (r.s3_key.as_str(), r)).collect();
+    // History copies are the history's, not orphans (the catalog's versions track them).
+    let history = format!("{}{}", agent.prefix, agent.settings.history_dir());
     let unclaimed: Vec<String> = objects
         .keys()
+        .filter(|k| !k.starts_with(&history))
         .filter(|k| match mine.get(k.as_str()) {
             Some(r) => r.status == FileStatus::Deleted && !keep,
             None => true,

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use portail_agent::restore::{Restore, RestoreOptions, RestoreReport};
 use portail_agent::Agent;
@@ -84,15 +86,16 @@ async fn pass(env: &TestEnv, agent: &Agent) -> DateTime<Utc> {
     t
 }
 
-/// Three passes over one tree (modified, renamed, partly deleted, a mode changed); returns the
-/// time after each with the tree it should restore to.
-async fn three_passes(env: &TestEnv, agent: &Agent) -> Vec<(DateTime<Utc>, Tree)> {
+/// Three passes over one tree (modified, renamed, partly deleted, a mode changed), `gap` apart;
+/// returns the time after each with the tree it should restore to.
+async fn three_passes(env: &TestEnv, agent: &Agent, gap: Duration) -> Vec<(DateTime<Utc>, Tree)> {
     let mut tree = Tree::new();
     put(env, &mut tree, "a.txt", b"one", 0o640, 1_600_000_000);
     put(env, &mut tree, "d/b.txt", b"bee", 0o644, 1_600_000_100);
     put(env, &mut tree, "d/c.txt", b"sea", 0o600, 1_600_000_200);
     let t1 = pass(env, agent).await;
     let tree1 = tree.clone();
+    tokio::time::sleep(gap).await;
 
     put(env, &mut tree, "a.txt", b"two!", 0o640, 1_600_001_000);
     std::fs::create_dir_all(env.root.path().join("e")).unwrap();
@@ -107,6 +110,7 @@ async fn three_passes(env: &TestEnv, agent: &Agent) -> Vec<(DateTime<Utc>, Tree)
     put(env, &mut tree, "n.txt", b"new", 0o644, 1_600_002_000);
     let t2 = pass(env, agent).await;
     let tree2 = tree.clone();
+    tokio::time::sleep(gap).await;
 
     put(env, &mut tree, "a.txt", b"three", 0o644, 1_600_003_000);
     remove(env, &mut tree, "e/b.txt");
@@ -138,12 +142,14 @@ async fn a_tree_restores_as_of_each_of_three_passes() {
     s.max_delete_percent = 100;
     let agent = env.agent(s).await;
     assert_eq!(agent.history.label(), "prefix", "s3s-fs has no versioning");
-    let states = three_passes(&env, &agent).await;
+    let states = three_passes(&env, &agent, Duration::ZERO).await;
     assert!(
         !env.history_keys().await.is_empty(),
         "replaced content was copied aside"
     );
     assert_restores(&env, &agent, &states).await;
+    let report = portail_agent::verify::verify(&agent).await.unwrap();
+    assert_eq!(report.drift, vec![], "history copies are not orphans");
 
     // The object of every current file carries its mtime and mode in rclone's names; a
     // chmod alone refreshed them.
@@ -198,7 +204,7 @@ async fn with_bucket_versioning_a_tree_restores_as_of_each_pass() {
         "moto fixed its answer: drop this override"
     );
     agent.history = portail_agent::history::History::Versioning;
-    let states = three_passes(&env, &agent).await;
+    let states = three_passes(&env, &agent, Duration::ZERO).await;
     let listed = client
         .list_objects_v2()
         .bucket(&env.bucket)
@@ -357,4 +363,81 @@ async fn purge_deletes_history_past_the_retention_and_keeps_the_rest() {
         .unwrap();
     assert_eq!(left.len(), 1);
     assert!(left[0].valid_to.is_none());
+}
+
+/// Bytes and mtime only: the bucket keeps past contents, but only the latest mode of each.
+fn contents(tree: &Tree) -> BTreeMap<String, (Vec<u8>, i64)> {
+    tree.iter()
+        .map(|(p, (b, _, m))| (p.clone(), (b.clone(), *m)))
+        .collect()
+}
+
+/// The catalog lost: `rebuild-catalog` recreates the rows from the bucket, after which a sync
+/// uploads nothing and `verify` is clean; `restore --from-bucket` needs no catalog at all.
+#[tokio::test]
+async fn after_the_catalog_is_lost_the_bucket_alone_rebuilds_it_and_restores() {
+    let env = TestEnv::new().await;
+    let mut s = env.settings();
+    s.max_delete_percent = 100;
+    let agent = env.agent(s.clone()).await;
+    // LastModified has whole seconds on many stores: passes a second apart.
+    let states = three_passes(&env, &agent, Duration::from_millis(1100)).await;
+
+    for (at, expected) in &states {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = options(dir.path(), *at);
+        let h = format!("{}.portail-history/", agent.prefix);
+        let r = portail_agent::restore::from_bucket(
+            &agent.transfer,
+            &agent.prefix,
+            &h,
+            env.root.path(),
+            &opts,
+        )
+        .await
+        .unwrap();
+        assert!(r.failed.is_empty(), "{r:?}");
+        assert_eq!(
+            contents(&read_tree(dir.path())),
+            contents(expected),
+            "from the bucket as of {at}"
+        );
+    }
+
+    // Drop this agent's catalog (rows, versions, events), then rebuild it.
+    sqlx::query("delete from agents where id = $1")
+        .bind(agent.id)
+        .execute(&env.db.pool)
+        .await
+        .unwrap();
+    let agent = env.agent(s).await;
+    let rebuilt = portail_agent::recover::rebuild(&agent).await.unwrap();
+    assert_eq!(
+        (rebuilt.files, rebuilt.skipped.len()),
+        (2, 0),
+        "{rebuilt:?}"
+    );
+    assert_eq!(
+        rebuilt.past_versions, 5,
+        "a.txt twice, d/b.txt, d/c.txt, e/b.txt"
+    );
+    let r = env.sync(&agent).await;
+    assert!(r.converged(), "{r:?}");
+    assert_eq!((r.uploaded, r.renamed, r.deleted), (0, 0, 0), "{r:?}");
+    let report = portail_agent::verify::verify(&agent).await.unwrap();
+    assert_eq!(report.drift, vec![]);
+    let e = portail_agent::recover::rebuild(&agent).await.unwrap_err();
+    assert!(format!("{e:#}").contains("already has rows"), "{e:#}");
+
+    // The rebuilt catalog restores every pass too.
+    for (at, expected) in &states {
+        let dir = tempfile::tempdir().unwrap();
+        let r = restore(&env, &agent, &options(dir.path(), *at)).await;
+        assert!(r.failed.is_empty(), "{r:?}");
+        assert_eq!(
+            contents(&read_tree(dir.path())),
+            contents(expected),
+            "rebuilt, as of {at}"
+        );
+    }
 }

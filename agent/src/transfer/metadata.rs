@@ -7,7 +7,10 @@
 //!   SSE-KMS object is not an MD5);
 //! - `mtime`: seconds since the epoch with up to 9 decimals (rclone reads and writes this);
 //! - `mode`: `st_mode` in octal, type bits included (`100644`), as `rclone -M` writes it;
-//! - `uid`, `gid`: decimal.
+//! - `uid`, `gid`: decimal;
+//! - `portail-since` (ours, only on an object whose metadata was refreshed in place): when its
+//!   content became current, in `mtime`'s format. The refresh rewrites LastModified, and a
+//!   restore from the bucket alone must still know the content is older.
 
 use std::collections::HashMap;
 
@@ -49,21 +52,30 @@ pub struct ObjectInfo {
     pub content_type: String,
     /// The file's POSIX metadata.
     pub posix: Posix,
+    /// When the content became current, for a refresh of the metadata in place.
+    pub since: Option<DateTime<Utc>>,
 }
 
 impl ObjectInfo {
     /// The user metadata to send (keys without the `x-amz-meta-` prefix).
     pub fn metadata(&self) -> HashMap<String, String> {
         let p = &self.posix;
-        HashMap::from([
+        let mut meta = HashMap::from([
             ("md5chksum".to_string(), super::md5_base64(&self.md5)),
             ("mtime".to_string(), format_mtime(p.mtime)),
             ("mode".to_string(), format!("{:o}", p.mode)),
             ("uid".to_string(), p.uid.to_string()),
             ("gid".to_string(), p.gid.to_string()),
-        ])
+        ]);
+        if let Some(since) = self.since {
+            meta.insert(SINCE.to_string(), format_mtime(since));
+        }
+        meta
     }
 }
+
+/// Our metadata name for [`ObjectInfo::since`].
+pub const SINCE: &str = "portail-since";
 
 /// rclone's `mtime`: seconds, then the fraction with trailing zeros removed.
 pub fn format_mtime(t: DateTime<Utc>) -> String {
@@ -109,6 +121,8 @@ pub struct ReadBack {
     pub uid: Option<u32>,
     /// From `gid`.
     pub gid: Option<u32>,
+    /// From `portail-since`.
+    pub since: Option<DateTime<Utc>>,
 }
 
 /// Reads our metadata back; a malformed value counts as absent.
@@ -128,6 +142,7 @@ pub fn read_back(meta: Option<&HashMap<String, String>>) -> ReadBack {
             .and_then(|s| u32::from_str_radix(s, 8).ok()),
         uid: meta.get("uid").and_then(|s| s.parse().ok()),
         gid: meta.get("gid").and_then(|s| s.parse().ok()),
+        since: meta.get(SINCE).and_then(|s| parse_mtime(s)),
     }
 }
 
@@ -166,6 +181,7 @@ mod tests {
                 uid: 1001,
                 gid: 50,
             },
+            since: DateTime::from_timestamp(1_500_000_000, 0),
         };
         let meta = info.metadata();
         assert_eq!(meta["mode"], "100640");
@@ -175,6 +191,7 @@ mod tests {
         assert_eq!(back.mtime, Some(info.posix.mtime));
         assert_eq!(back.mode, Some(0o100640));
         assert_eq!((back.uid, back.gid), (Some(1001), Some(50)));
+        assert_eq!(back.since, info.since);
         let junk = HashMap::from([("mode".to_string(), "9z".to_string())]);
         assert_eq!(read_back(Some(&junk)), ReadBack::default());
     }

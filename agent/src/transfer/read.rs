@@ -18,6 +18,8 @@ pub struct ListedObject {
     pub etag: String,
     /// The storage class the listing names (None: the store did not say, i.e. STANDARD).
     pub storage_class: Option<String>,
+    /// When the object was written (for a history copy: when its content was replaced).
+    pub modified: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl ListedObject {
@@ -60,6 +62,9 @@ impl Transfer {
                         size: o.size().unwrap_or(-1),
                         etag: strip_quotes(o.e_tag()).unwrap_or_default(),
                         storage_class: o.storage_class().map(|c| c.as_str().to_string()),
+                        modified: o.last_modified().and_then(|t| {
+                            chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())
+                        }),
                     };
                     objects.insert(k.to_string(), listed);
                 }

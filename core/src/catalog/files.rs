@@ -139,7 +139,12 @@ const RECORD_SYNCED: &str = "
             ctime = excluded.ctime, encryption = excluded.encryption,
             status = 'synced', last_error = null,
             synced_at = now(), deleted_at = null, updated_at = now(),
-            content_since = now()
+            -- When these bytes were first recorded under this key: kept across changes of
+            -- mtime or mode alone, so a history key names the content, not its last touch.
+            content_since = case
+                when files.md5 is not distinct from excluded.md5
+                     and files.s3_key = excluded.s3_key and files.status <> 'deleted'
+                then coalesce(files.content_since, now()) else now() end
         returning id, path
     ), closed as (
         update file_versions v

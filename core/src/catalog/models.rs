@@ -64,7 +64,8 @@ pub struct FileRow {
     /// How the object is encrypted at rest: None (bucket default), `AES256`, `aws:kms`, `SSE-C`.
     #[sqlx(default)]
     pub encryption: Option<String>,
-    /// When the current content was recorded: the current version's `valid_from`.
+    /// When the current bytes were first recorded under this key (kept across changes of
+    /// mtime or mode alone): the time in a history copy's key.
     #[sqlx(default)]
     pub content_since: Option<DateTime<Utc>>,
 }
@@ -158,6 +159,26 @@ pub struct DeletedFile {
     pub details: serde_json::Value,
     /// Where its content was copied (HISTORY=prefix) before the object was deleted.
     pub history_key: Option<String>,
+}
+
+/// A version read back from the bucket, for [`super::record_rebuilt`].
+#[derive(Debug, Clone)]
+pub struct RebuiltVersion {
+    pub path: String,
+    /// The path's key (where a current version's bytes are).
+    pub s3_key: String,
+    /// A past version's HISTORY=prefix copy.
+    pub history_key: Option<String>,
+    pub content_type: String,
+    pub size_bytes: i64,
+    pub md5: String,
+    pub mtime: DateTime<Utc>,
+    pub mode: Option<i32>,
+    pub uid: Option<i64>,
+    pub gid: Option<i64>,
+    pub valid_from: DateTime<Utc>,
+    pub valid_to: Option<DateTime<Utc>>,
+    pub etag: Option<String>,
 }
 
 /// A row of `file_versions`: one stored content of a path and when it was current.

@@ -153,3 +153,70 @@ pub async fn shared_history_key(pool: &PgPool, v: &VersionRow) -> sqlx::Result<O
     .fetch_optional(pool)
     .await
 }
+
+/// Writes versions read back from the bucket into an empty catalog (`rebuild-catalog`): each
+/// path's `files` row (with `status`: `synced` for current objects, `deleted` for a path that
+/// only has history; an existing row is kept), and one version per entry.
+pub async fn record_rebuilt(
+    pool: &PgPool,
+    agent_id: i64,
+    status: &str,
+    batch: &[super::RebuiltVersion],
+) -> sqlx::Result<u64> {
+    if batch.is_empty() {
+        return Ok(0);
+    }
+    let col = |f: fn(&super::RebuiltVersion) -> Option<String>| -> Vec<Option<String>> {
+        batch.iter().map(f).collect()
+    };
+    let r = sqlx::query(
+        r#"with input as (
+               select * from unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::int8[],
+                                    $8::text[], $9::timestamptz[], $10::int4[], $11::int8[],
+                                    $12::int8[], $13::timestamptz[], $14::timestamptz[], $15::text[])
+                   as t(path, s3_key, history_key, content_type, size_bytes, md5, mtime, mode,
+                        uid, gid, valid_from, valid_to, etag)
+           ), ins as (
+               insert into files (agent_id, path, s3_key, size_bytes, mtime, md5, etag,
+                                  content_type, status, synced_at, deleted_at, content_since)
+               select distinct on (path) $1, path,
+                      s3_key, size_bytes, mtime, md5,
+                      etag, content_type, $2, valid_from,
+                      case when $2 = 'deleted' then valid_to end, valid_from
+               from input order by path, valid_from desc
+               on conflict (agent_id, path) do nothing
+               returning id, path
+           ), ids as (
+               select id, path from ins
+               union all
+               select f.id, f.path from files f
+               where f.agent_id = $1 and f.path in (select path from input)
+           )
+           insert into file_versions (file_id, agent_id, path, valid_from, valid_to, size_bytes,
+                                      md5, mtime, mode, uid, gid, s3_key, history_key, event,
+                                      ended_by)
+           select ids.id, $1, input.path, input.valid_from, input.valid_to, input.size_bytes,
+                  input.md5, input.mtime, input.mode, input.uid, input.gid,
+                  input.s3_key, input.history_key, 'rebuilt',
+                  case when input.valid_to is not null then 'overwritten' end
+           from input join ids using (path)"#,
+    )
+    .bind(agent_id)
+    .bind(status)
+    .bind(col(|v| Some(v.path.clone())))
+    .bind(col(|v| Some(v.s3_key.clone())))
+    .bind(col(|v| v.history_key.clone()))
+    .bind(col(|v| Some(v.content_type.clone())))
+    .bind(batch.iter().map(|v| v.size_bytes).collect::<Vec<_>>())
+    .bind(col(|v| Some(v.md5.clone())))
+    .bind(batch.iter().map(|v| v.mtime).collect::<Vec<_>>())
+    .bind(batch.iter().map(|v| v.mode).collect::<Vec<_>>())
+    .bind(batch.iter().map(|v| v.uid).collect::<Vec<_>>())
+    .bind(batch.iter().map(|v| v.gid).collect::<Vec<_>>())
+    .bind(batch.iter().map(|v| v.valid_from).collect::<Vec<_>>())
+    .bind(batch.iter().map(|v| v.valid_to).collect::<Vec<_>>())
+    .bind(col(|v| v.etag.clone()))
+    .execute(pool)
+    .await?;
+    Ok(r.rows_affected())
+}
