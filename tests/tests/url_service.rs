@@ -550,3 +550,98 @@ async fn token_cli_prints_the_token_once_and_stores_only_its_hash() {
         "already revoked"
     );
 }
+
+/// Issue 13: a file's versions, and a presigned URL for a past one, which still works once
+/// the file is deleted; a version whose content was not kept is a 409.
+#[tokio::test]
+async fn versions_are_listed_and_a_past_one_can_be_presigned() {
+    let (env, svc, rows) = world().await;
+    let id = id_of(&rows, "docs/readme.txt");
+    let mut s = env.settings();
+    s.max_delete_percent = 100;
+    let agent = env.agent(s.clone()).await;
+    env.write("docs/readme.txt", b"second edition");
+    assert!(env.sync(&agent).await.converged());
+
+    let (status, body) = get(&svc, &svc.token, &format!("/v1/files/{id}/versions")).await;
+    assert_eq!(status, 200, "{body}");
+    let versions = body["versions"].as_array().unwrap();
+    assert_eq!(versions.len(), 2, "{body}");
+    assert_eq!(versions[0]["size_bytes"], 14, "newest first");
+    assert!(versions[0]["valid_to"].is_null() && versions[1]["restorable"] == true);
+    assert!(
+        body.to_string().find("portail-history").is_none(),
+        "no S3 keys: {body}"
+    );
+    let old = versions[1]["id"].as_i64().unwrap();
+
+    let fetch = |body: Value| async move {
+        let url = body["url"].as_str().unwrap().to_string();
+        reqwest::get(url)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+            .to_vec()
+    };
+    let path = format!("/v1/files/{id}/url");
+    let (status, body) = post(
+        &svc,
+        &svc.token,
+        &path,
+        &json!({"version_id": old}).to_string(),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let first = fetch(body).await;
+    assert_eq!(first, b"public bytes");
+    let (_, body) = post(&svc, &svc.token, &path, "").await;
+    assert_eq!(fetch(body).await, b"second edition");
+
+    // A version of another file is unknown here.
+    let other = id_of(&rows, "private/secret.txt");
+    let (status, _) = post(
+        &svc,
+        &svc.token,
+        &format!("/v1/files/{other}/url"),
+        &json!({"version_id": old}).to_string(),
+    )
+    .await;
+    assert_eq!(status, 404);
+
+    // Deleted: the current content is gone (409), the past one still served.
+    std::fs::remove_file(env.root.path().join("docs/readme.txt")).unwrap();
+    assert!(env.sync(&agent).await.converged());
+    let (status, body) = post(&svc, &svc.token, &path, "").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::CONFLICT, Some("file_deleted"))
+    );
+    let (status, body) = post(
+        &svc,
+        &svc.token,
+        &path,
+        &json!({"version_id": old}).to_string(),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(fetch(body).await, first);
+
+    // With HISTORY=off nothing is kept: that version is listed but not restorable.
+    s.history = portail_agent::config::HistorySetting::Off;
+    let off = env.agent(s).await;
+    env.write("docs/readme.txt", b"third");
+    assert!(env.sync(&off).await.converged());
+    env.write("docs/readme.txt", b"fourth");
+    assert!(env.sync(&off).await.converged());
+    let (_, body) = get(&svc, &svc.token, &format!("/v1/files/{id}/versions")).await;
+    let lost = &body["versions"][1];
+    assert_eq!(lost["restorable"], false, "{body}");
+    let req = json!({"version_id": lost["id"]}).to_string();
+    let (status, body) = post(&svc, &svc.token, &path, &req).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::CONFLICT, Some("version_not_kept"))
+    );
+}

@@ -175,6 +175,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/files", get(routes::files::list_files))
         .route("/v1/files/{id}", get(routes::files::get_file))
         .route("/v1/files/{id}/url", post(routes::files::create_url))
+        .route(
+            "/v1/files/{id}/versions",
+            get(routes::versions::list_versions),
+        )
         .route("/v1/files/{id}/content", get(routes::content::file_content))
         .route(
             "/v1/links",

@@ -43,6 +43,9 @@ pub struct UrlRequest {
     pub disposition: Option<Disposition>,
     /// The file name offered to the browser. Default: the file's own name.
     pub filename: Option<String>,
+    /// A past version to sign (an `id` from `GET /v1/files/{id}/versions`). Default: the
+    /// current content.
+    pub version_id: Option<i64>,
 }
 
 /// The answer: a URL anyone holding it can GET until `expires_at`.
@@ -226,18 +229,31 @@ pub async fn presign(
     expires_in: Duration,
     disposition: Option<String>,
 ) -> Result<PresignedUrl, ApiError> {
+    let object = (file.file.s3_key.clone(), None);
+    presign_object(state, &file.bucket, &object, expires_in, disposition).await
+}
+
+/// Signs a GET for an object (at an S3 version, when given).
+pub async fn presign_object(
+    state: &AppState,
+    bucket: &str,
+    (key, version): &(String, Option<String>),
+    expires_in: Duration,
+    disposition: Option<String>,
+) -> Result<PresignedUrl, ApiError> {
     let config = PresigningConfig::expires_in(expires_in)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let req = state
         .presigner
         .get_object()
-        .bucket(&file.bucket)
-        .key(&file.file.s3_key)
+        .bucket(bucket)
+        .key(key)
+        .set_version_id(version.clone())
         .set_response_content_disposition(disposition)
         .presigned(config)
         .await
         .map_err(|e| {
-            tracing::error!(key = %file.file.s3_key, error = %aws_sdk_s3::error::DisplayErrorContext(&e), "presign failed");
+            tracing::error!(%key, error = %aws_sdk_s3::error::DisplayErrorContext(&e), "presign failed");
             ApiError::Internal
         })?;
     state.metrics.presigned_issued.inc();
@@ -252,10 +268,7 @@ pub async fn presign(
 /// customer key (SSE-C), which a browser cannot send and this service does not hold.
 pub fn ensure_servable(file: &FileWithBucket) -> Result<(), ApiError> {
     if file.file.encryption.as_deref() == Some("SSE-C") {
-        return Err(ApiError::Conflict {
-            code: "file_sse_c",
-            message: "the object is encrypted with a customer-provided key (SSE-C); a browser cannot send that key, so no link can open it; read it with a client that holds the key".into(),
-        });
+        return Err(sse_c_conflict());
     }
     match file.file.status {
         FileStatus::Synced => Ok(()),
@@ -267,6 +280,14 @@ pub fn ensure_servable(file: &FileWithBucket) -> Result<(), ApiError> {
             code: "file_not_synced",
             message: "the file is not synced yet".into(),
         }),
+    }
+}
+
+/// The 409 for an object encrypted with a customer key.
+pub fn sse_c_conflict() -> ApiError {
+    ApiError::Conflict {
+        code: "file_sse_c",
+        message: "the object is encrypted with a customer-provided key (SSE-C); a browser cannot send that key, so no link can open it; read it with a client that holds the key".into(),
     }
 }
 
@@ -292,7 +313,14 @@ pub async fn create_url(
         }
     };
     let file = visible_file(&state, &caller, id).await?;
-    ensure_servable(&file)?;
+    // A past version can be served even once the file is deleted: that is what it is for.
+    let object = match req.version_id {
+        Some(v) => crate::routes::versions::version_object(&state, &file, v).await?,
+        None => {
+            ensure_servable(&file)?;
+            (file.file.s3_key.clone(), None)
+        }
+    };
     let disposition = match (req.disposition, req.filename) {
         (None, None) => None,
         (kind, name) => {
@@ -303,7 +331,8 @@ pub async fn create_url(
             ))
         }
     };
-    let url = presign(&state, &file, Duration::from_secs(seconds), disposition).await?;
+    let expires = Duration::from_secs(seconds);
+    let url = presign_object(&state, &file.bucket, &object, expires, disposition).await?;
     Ok((StatusCode::CREATED, Json(url)))
 }
 

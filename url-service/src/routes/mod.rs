@@ -5,6 +5,7 @@ pub mod files;
 pub mod health;
 pub mod links;
 pub mod openapi;
+pub mod versions;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
