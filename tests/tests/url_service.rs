@@ -477,6 +477,7 @@ async fn openapi_lists_every_route_and_each_is_served() {
         "GET /v1/files",
         "GET /v1/files/{id}",
         "POST /v1/files/{id}/url",
+        "GET /v1/files/{id}/versions",
         "GET /v1/files/{id}/content",
         "POST /v1/links",
         "GET /v1/links",
