@@ -405,6 +405,127 @@ def case_proxy_download():
         shutil.rmtree(f"{WORK}/s3/{b}", ignore_errors=True)
 
 
+RESTORE_ROUNDS = 1 if QUICK else 5
+
+
+def restore_round(peers, tag):
+    """One interleaved round: each peer restores into a fresh directory, which is then
+    removed. Returns {peer: (seconds, peak RSS KiB)}."""
+    out = {}
+    for name, fn in peers.items():
+        dst = f"{WORK}/restore-{tag}"
+        shutil.rmtree(dst, ignore_errors=True)
+        t, rss, _ = fn(dst)
+        out[name] = (t, rss)
+        shutil.rmtree(dst, ignore_errors=True)
+    return out
+
+
+def restore_peers(bucket, agent, src, rclone_best):
+    env = {"AWS_BUCKET_NAME": bucket, "SYNC_ROOT": src, "AGENT_ID": agent}
+    return {
+        "portail": lambda dst: run([f"{BIN}/portail-agent", "restore", "--to", dst], env=env),
+        "rclone copy --transfers 16": lambda dst: run(
+            [RCLONE, "copy", f"bench:{bucket}", dst, "--transfers", "16"]),
+        f"rclone copy {' '.join(rclone_best)}": lambda dst: run(
+            [RCLONE, "copy", f"bench:{bucket}", dst] + rclone_best),
+    }
+
+
+def record_rounds(case, rounds, unit_of):
+    """Median and worst over the rounds, per peer; the table's ratio uses the medians."""
+    for name in rounds[0]:
+        times = [r[name][0] for r in rounds]
+        med_t, worst = med(times), max(times)
+        value, unit, fmt = unit_of(med_t)
+        record(case, name, value, unit, fmt + f" (median {med_t:.2f} s, worst {worst:.2f} s)")
+
+
+def case_restore():
+    """Issue 13: `portail-agent restore` against `rclone copy` from the same bucket."""
+    n = size("small_files")
+    src = f"{WORK}/small"
+    gen_tree(src, n, 50, 4096)
+    b = new_bucket("c10")
+    portail(b, src, "c10")
+    peers = restore_peers(b, "c10", src, ["--transfers", "32", "--checkers", "32", "--no-traverse"])
+    rounds = [restore_round(peers, "small") for _ in range(RESTORE_ROUNDS)]
+    record_rounds(f"10. restore {n} x 4 KiB files", rounds,
+                  lambda t: (n / t, "files/s", "{:.0f} files/s"))
+    rss = max(r["portail"][1] for r in rounds) / 1024
+    record(f"10c. restore peak RSS, {n} files", "portail", rss, "MB", "{:.0f} MB")
+
+    mib = size("big_file_mib")
+    big = f"{WORK}/big"
+    if os.path.isdir(big):
+        b2 = new_bucket("c10b")
+        portail(b2, big, "c10b")
+        peers = restore_peers(b2, "c10b", big, ["--transfers", "16", "--multi-thread-streams", "8"])
+        rounds = [restore_round(peers, "big") for _ in range(RESTORE_ROUNDS)]
+        record_rounds(f"10b. restore one {mib} MiB file", rounds,
+                      lambda t: (mib / t, "MiB/s", "{:.0f} MiB/s"))
+        shutil.rmtree(f"{WORK}/s3/{b2}", ignore_errors=True)
+
+    many = f"{WORK}/many"
+    if os.path.isdir(many):
+        m = size("many_files")
+        b3 = new_bucket("c10m")
+        portail(b3, many, "c10m")
+        dst = f"{WORK}/restore-many"
+        t, rss3, _ = run([f"{BIN}/portail-agent", "restore", "--to", dst],
+                         env={"AWS_BUCKET_NAME": b3, "SYNC_ROOT": many, "AGENT_ID": "c10m"})
+        shutil.rmtree(dst, ignore_errors=True)
+        record(f"10c. restore peak RSS, {m} files", "portail", rss3 / 1024, "MB",
+               "{:.0f} MB" + f" ({t:.1f} s, {m / t:.0f} files/s)")
+    explain_restore_at()
+
+
+EXPLAIN = []  # the plan of `restore --at` on a catalog of 1 000 000 versions
+
+
+def explain_restore_at():
+    """Fills a catalog with 10 000 paths x 100 versions, then EXPLAINs the page query of
+    `restore --at` half-way through their history (the query text of
+    core/src/catalog/versions.rs::versions_at)."""
+    paths, per = (10_000, 100) if not QUICK else (1000, 10)
+    sql = f"""
+insert into agents (name, hostname, root, bucket) values ('explain', 'h', '/r', 'b')
+  on conflict (name) do nothing;
+insert into files (agent_id, path, s3_key, size_bytes, mtime, status)
+  select a.id, 'd/' || i, 'd/' || i, 1, now(), 'synced'
+  from agents a, generate_series(1, {paths}) i where a.name = 'explain'
+  on conflict do nothing;
+insert into file_versions (file_id, agent_id, path, valid_from, valid_to, size_bytes, md5,
+                           mtime, s3_key, event)
+  select f.id, f.agent_id, f.path, now() - (v + 1) * interval '1 hour',
+         case when v = 0 then null else now() - v * interval '1 hour' end,
+         1, repeat('0', 32), now(), f.s3_key, 'uploaded'
+  from files f join agents a on a.id = f.agent_id, generate_series(0, {per - 1}) v
+  where a.name = 'explain';
+analyze file_versions;
+select id as aid from agents where name = 'explain' \\gset
+explain (analyze, costs off, timing off, summary on)
+select * from (
+    select * from file_versions
+    where agent_id = :aid and valid_to is null
+      and valid_from <= now() - interval '{per // 2} hours'
+    union all
+    select * from file_versions
+    where agent_id = :aid
+      and valid_to > now() - interval '{per // 2} hours'
+      and valid_from <= now() - interval '{per // 2} hours'
+) v
+where cardinality('{{}}'::text[]) = 0
+order by path collate "C" limit 1000;
+"""
+    p = subprocess.run(["psql", DATABASE_URL, "-q", "-X", "-v", "ON_ERROR_STOP=1"], input=sql,
+                       capture_output=True, text=True)
+    if p.returncode != 0:
+        raise SystemExit(f"explain failed:\n{p.stderr}")
+    EXPLAIN.append((paths * per, p.stdout.rstrip()))
+    log(p.stdout)
+
+
 def machine():
     cores = os.cpu_count()
     with open("/proc/meminfo") as f:
@@ -450,7 +571,7 @@ def main():
     try:
         time.sleep(0.5)
         cases = [case_small_files, case_big_file, case_many_files, case_memory, case_watch,
-                 case_url_service, case_proxy_download]
+                 case_url_service, case_proxy_download, case_restore]
         only = os.environ.get("BENCH_ONLY", "").split(",")
         for c in cases:
             if only != [""] and not any(o and o in c.__name__ for o in only):
@@ -471,8 +592,17 @@ portail is faster (or uses less).
 
 {table()}
 """
+    for count, plan in EXPLAIN:
+        body += f"""
+### `restore --at` on {count} versions: the page query's plan
+
+```
+{plan}
+```
+"""
     print(body)
-    if os.environ.get("BENCH_OUT"):
+    # A partial run (BENCH_ONLY) prints its table but never replaces the full one.
+    if os.environ.get("BENCH_OUT") and not os.environ.get("BENCH_ONLY"):
         with open(os.environ["BENCH_OUT"], "w") as f:
             f.write(body)
 

@@ -1,5 +1,5 @@
 //! Issue 16: objects in an archive storage class are never read back silently: `verify` lists
-//! them as needing RestoreObject, apart from drift. On moto, since s3s-fs takes no archive
+//! them as needing RestoreObject, apart from drift, and `restore` reports each. On moto, since s3s-fs takes no archive
 //! class (it accepts only STANDARD and REDUCED_REDUNDANCY).
 
 use portail_tests::moto::spawn_moto;
@@ -30,4 +30,34 @@ async fn verify_lists_archived_objects_apart_from_drift() {
     let report = portail_agent::verify::verify(&agent).await.expect("verify");
     assert_eq!(report.drift, vec![]);
     assert_eq!(report.archived, ["cold/a.txt", "cold/b.txt"]);
+
+    // `restore` never reads them back silently either: each is named as needing RestoreObject,
+    // and nothing is written under its name.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = portail_agent::restore::Restore {
+        pool: &env.db.pool,
+        agent_id: agent.id,
+        transfer: &agent.transfer,
+        sync_root: env.root.path(),
+    }
+    .run(&portail_agent::restore::RestoreOptions {
+        to: dir.path().to_path_buf(),
+        at: chrono::Utc::now(),
+        paths: Vec::new(),
+        dry_run: false,
+        overwrite: false,
+        in_place: false,
+        concurrency: 4,
+    })
+    .await
+    .expect("restore");
+    assert_eq!(r.restored, 0, "{r:?}");
+    assert_eq!(r.failed.len(), 2, "{r:?}");
+    assert!(
+        r.failed
+            .iter()
+            .all(|f| f.contains("archived") && f.contains("RestoreObject")),
+        "{r:?}"
+    );
+    assert!(!dir.path().join("cold/a.txt").exists());
 }

@@ -58,13 +58,19 @@ async fn every_write_carries_encryption_storage_class_and_tags() {
     let log = log(&proxy);
     let writes = object_writes(&log);
     let kinds = |pred: &dyn Fn(&&Logged) -> bool| writes.iter().filter(|r| pred(r)).count();
+    // The rename's copy, and the copy that keeps the old path's history (HISTORY=prefix).
     assert_eq!(
         kinds(&|r| r.header("x-amz-copy-source").is_some()),
+        2,
+        "two copies"
+    );
+    assert_eq!(
+        kinds(&|r| r.target.contains(".portail-history/a.txt/")),
         1,
-        "one copy"
+        "one history copy"
     );
     assert_eq!(kinds(&|r| r.method == "POST"), 1, "one multipart create");
-    assert_eq!(writes.len(), 3, "a PUT, a create, a copy: {writes:#?}");
+    assert_eq!(writes.len(), 4, "a PUT, a create, two copies: {writes:#?}");
     for w in &writes {
         let h = |n: &str| w.header(n).unwrap_or("<missing>");
         assert_eq!(h("x-amz-server-side-encryption"), "aws:kms", "{w:?}");
@@ -191,6 +197,38 @@ async fn sse_c_sends_its_key_with_every_write_part_and_head() {
     for r in parts.iter().chain(&heads).chain(&creates) {
         assert!(keyed(r), "no SSE-C key on {} {}", r.method, r.target);
     }
+
+    // A restore reads with the same key (issue 13).
+    let dir = tempfile::tempdir().unwrap();
+    let restored = portail_agent::restore::Restore {
+        pool: &env.db.pool,
+        agent_id: agent.id,
+        transfer: &agent.transfer,
+        sync_root: env.root.path(),
+    }
+    .run(&portail_agent::restore::RestoreOptions {
+        to: dir.path().to_path_buf(),
+        at: chrono::Utc::now(),
+        paths: Vec::new(),
+        dry_run: false,
+        overwrite: false,
+        in_place: false,
+        concurrency: 2,
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        (restored.restored, restored.failed.len()),
+        (1, 0),
+        "{restored:?}"
+    );
+    let log = proxy.injected.log.lock().expect("log lock").clone();
+    let gets: Vec<_> = log
+        .iter()
+        .filter(|r| r.method == "GET" && r.target.contains("big.bin"))
+        .collect();
+    assert_eq!(gets.len(), 1);
+    assert!(keyed(&gets[0]), "no SSE-C key on the restore's GET");
 }
 
 #[tokio::test]
