@@ -11,7 +11,9 @@ alter table files add column content_since timestamptz;
 create table file_versions (
     id          bigserial primary key,
     file_id     bigint not null references files (id) on delete cascade,
-    agent_id    bigint not null references agents (id) on delete cascade,
+    -- Denormalised for the per-agent indexes; no foreign key of its own (one check less per
+    -- row on the upload path): the rows go with their file, which goes with its agent.
+    agent_id    bigint not null,
     path        text not null,
     valid_from  timestamptz not null,
     valid_to    timestamptz check (valid_to >= valid_from),
@@ -34,12 +36,12 @@ create table file_versions (
     ended_by    text check (ended_by in ('overwritten', 'deleted'))
 );
 
--- A file's versions, newest first (`history PATH`, GET /v1/files/{id}/versions).
+-- A file's versions, newest first (`history PATH`, GET /v1/files/{id}/versions), and its
+-- current one when an overwrite or a delete ends it (a file has few versions).
 create index file_versions_file_idx on file_versions (file_id, valid_from desc);
 -- The current version of each path, in path order (restore as of now; closing on overwrite).
 create index file_versions_current_idx on file_versions (agent_id, path collate "C")
     where valid_to is null;
-create index file_versions_open_file_idx on file_versions (file_id) where valid_to is null;
 -- Versions that ended after a time (restore --at), and expired ones (purge).
 create index file_versions_ended_idx on file_versions (agent_id, valid_to)
     where valid_to is not null;
