@@ -181,15 +181,19 @@ def case_small_files():
         record(f"2. no-change resync of case 1", name, med(again[name]), "s", "{:.3f} s")
 
 
-def case_big_file():
-    mib = size("big_file_mib")
-    src = f"{WORK}/big"
+def gen_big(src, mib):
     if not os.path.isdir(src):
         os.makedirs(src + ".tmp", exist_ok=True)
         with open(f"{src}.tmp/big.bin", "wb") as f:
             for _ in range(mib):
                 f.write(os.urandom(1 << 20))
         os.rename(src + ".tmp", src)
+
+
+def case_big_file():
+    mib = size("big_file_mib")
+    src = f"{WORK}/big"
+    gen_big(src, mib)
     times = {k: [] for k in PEERS}
     for r in range(RUNS):
         for name, fn in PEERS.items():
@@ -457,26 +461,26 @@ def case_restore():
 
     mib = size("big_file_mib")
     big = f"{WORK}/big"
-    if os.path.isdir(big):
-        b2 = new_bucket("c10b")
-        portail(b2, big, "c10b")
-        peers = restore_peers(b2, "c10b", big, ["--transfers", "16", "--multi-thread-streams", "8"])
-        rounds = [restore_round(peers, "big") for _ in range(RESTORE_ROUNDS)]
-        record_rounds(f"10b. restore one {mib} MiB file", rounds,
-                      lambda t: (mib / t, "MiB/s", "{:.0f} MiB/s"))
-        shutil.rmtree(f"{WORK}/s3/{b2}", ignore_errors=True)
+    gen_big(big, mib)
+    b2 = new_bucket("c10b")
+    portail(b2, big, "c10b")
+    peers = restore_peers(b2, "c10b", big, ["--transfers", "16", "--multi-thread-streams", "8"])
+    rounds = [restore_round(peers, "big") for _ in range(RESTORE_ROUNDS)]
+    record_rounds(f"10b. restore one {mib} MiB file", rounds,
+                  lambda t: (mib / t, "MiB/s", "{:.0f} MiB/s"))
+    shutil.rmtree(f"{WORK}/s3/{b2}", ignore_errors=True)
 
     many = f"{WORK}/many"
-    if os.path.isdir(many):
-        m = size("many_files")
-        b3 = new_bucket("c10m")
-        portail(b3, many, "c10m")
-        dst = f"{WORK}/restore-many"
-        t, rss3, _ = run([f"{BIN}/portail-agent", "restore", "--to", dst],
-                         env={"AWS_BUCKET_NAME": b3, "SYNC_ROOT": many, "AGENT_ID": "c10m"})
-        shutil.rmtree(dst, ignore_errors=True)
-        record(f"10c. restore peak RSS, {m} files", "portail", rss3 / 1024, "MB",
-               "{:.0f} MB" + f" ({t:.1f} s, {m / t:.0f} files/s)")
+    m = size("many_files")
+    gen_tree(many, m, 200, 100)
+    b3 = new_bucket("c10m")
+    portail(b3, many, "c10m")
+    dst = f"{WORK}/restore-many"
+    t, rss3, _ = run([f"{BIN}/portail-agent", "restore", "--to", dst],
+                     env={"AWS_BUCKET_NAME": b3, "SYNC_ROOT": many, "AGENT_ID": "c10m"})
+    shutil.rmtree(dst, ignore_errors=True)
+    record(f"10c. restore peak RSS, {m} files", "portail", rss3 / 1024, "MB",
+           "{:.0f} MB" + f" ({t:.1f} s, {m / t:.0f} files/s)")
     explain_restore_at()
 
 

@@ -171,6 +171,7 @@ impl Restore<'_> {
             )
             .await;
         }
+        make_durable(&opts.to, &mut report).await;
         Ok(report)
     }
 
@@ -276,7 +277,28 @@ pub async fn from_bucket(
         }
         restore_all(transfer, sources.into_iter(), opts, &mut report, &progress).await;
     }
+    make_durable(&opts.to, &mut report).await;
     Ok(report)
+}
+
+/// Flushes the target's file system once (`sync -f`, i.e. syncfs), so that when a restore
+/// reports success its files are on disk, without an fsync per file. A failure is reported.
+async fn make_durable(to: &Path, report: &mut RestoreReport) {
+    if report.restored == 0 {
+        return;
+    }
+    let synced = tokio::process::Command::new("sync")
+        .arg("-f")
+        .arg(to)
+        .status()
+        .await;
+    match synced {
+        Ok(s) if s.success() => {}
+        other => report.failed.push(format!(
+            "{}: flushing to disk failed: {other:?}",
+            to.display()
+        )),
+    }
 }
 
 /// Refuses a target inside SYNC_ROOT without `--in-place`.

@@ -163,7 +163,9 @@ impl Transfer {
             md5.update(&chunk);
             file.write_all(&chunk).await.map_err(TransferError::Write)?;
         }
-        file.sync_all().await.map_err(TransferError::Write)?;
+        // No fsync per file: it held a request slot for a disk flush (restore ran at 470
+        // files/s with it); the caller makes the whole restore durable once, at its end.
+        file.flush().await.map_err(TransferError::Write)?;
         Ok(md5.finalize().into())
     }
 
