@@ -8,6 +8,11 @@
 -- alone keeps it): the time in a HISTORY=prefix copy's key.
 alter table files add column content_since timestamptz;
 
+-- The storage class the agent wrote the object in (issue 16), null for the bucket's default:
+-- the url-service refuses links to archived objects (GLACIER, DEEP_ARCHIVE), which S3 serves
+-- only after a RestoreObject.
+alter table files add column storage_class text;
+
 create table file_versions (
     id          bigserial primary key,
     file_id     bigint not null references files (id) on delete cascade,

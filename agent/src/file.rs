@@ -337,9 +337,14 @@ impl FileJob<'_> {
             ),
         };
         // Written now: as the write options say. Metadata only: as it was.
-        let encryption = match (&stored, &self.work.previous) {
-            (Some(_), _) => self.agent.transfer.encryption().map(String::from),
-            (None, prev) => prev.as_ref().and_then(|r| r.encryption.clone()),
+        let (encryption, storage_class) = match (&stored, &self.work.previous) {
+            (Some(_), _) => (
+                self.agent.transfer.encryption().map(String::from),
+                self.agent.transfer.storage_class().map(String::from),
+            ),
+            (None, prev) => prev.as_ref().map_or((None, None), |r| {
+                (r.encryption.clone(), r.storage_class.clone())
+            }),
         };
         let row = SyncedFile {
             posix: Some(PosixIds {
@@ -349,6 +354,7 @@ impl FileJob<'_> {
             }),
             version_id: stored.as_ref().and_then(|s| s.version_id.clone()),
             history_key: self.replaced.clone(),
+            storage_class,
             path: self.work.local.path.clone(),
             s3_key: self.work.local.key.clone(),
             size_bytes: meta.size as i64,

@@ -315,6 +315,7 @@ pub(crate) mod tests {
             encryption: None,
             ctime: Some(t(mtime)),
             content_since: None,
+            storage_class: None,
         }
     }
 

@@ -60,4 +60,22 @@ async fn verify_lists_archived_objects_apart_from_drift() {
         "{r:?}"
     );
     assert!(!dir.path().join("cold/a.txt").exists());
+
+    // The catalog records the class, and the url-service refuses links to such objects.
+    let rows = portail_core::catalog::files_of_agent(&env.db.pool, agent.id)
+        .await
+        .expect("rows");
+    assert!(rows
+        .iter()
+        .all(|r| r.storage_class.as_deref() == Some("GLACIER")));
+    let svc = env.spawn_url_service().await;
+    let r = svc
+        .post(
+            &format!("/v1/files/{}/url", rows[0].id),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(r.status(), 409);
+    let body: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(body["error"], "file_archived", "{body}");
 }

@@ -244,6 +244,7 @@ async fn pagination_returns_every_file_exactly_once_while_files_are_added() {
                 posix: None,
                 version_id: None,
                 history_key: None,
+                storage_class: None,
             })
             .collect()
     };

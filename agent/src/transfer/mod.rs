@@ -162,6 +162,12 @@ impl Transfer {
         }
     }
 
+    /// The storage class objects are written in now (S3_STORAGE_CLASS), as the catalog
+    /// records it.
+    pub fn storage_class(&self) -> Option<&str> {
+        self.write.storage_class.as_ref().map(|c| c.as_str())
+    }
+
     /// How objects written now are encrypted, as the catalog records it.
     pub fn encryption(&self) -> Option<&'static str> {
         match self.write.sse {

@@ -66,8 +66,9 @@ pub const STORAGE_CLASSES: &[&str] = &[
     "EXPRESS_ONEZONE",
 ];
 
-/// Classes whose objects must be restored (RestoreObject) before they can be read.
-pub const ARCHIVE_CLASSES: &[&str] = &["GLACIER", "DEEP_ARCHIVE"];
+/// Classes whose objects must be restored (RestoreObject) before they can be read (shared
+/// with the url-service, which refuses links to them).
+pub use portail_core::catalog::ARCHIVE_CLASSES;
 
 /// Builds the SSE setting; the error names the variable.
 pub fn sse(

@@ -82,6 +82,7 @@ pub async fn record_synced(
     let encryption = col(|f| f.encryption.clone());
     let version_id = col(|f| f.version_id.clone());
     let history_key = col(|f| f.history_key.clone());
+    let storage_class = col(|f| f.storage_class.clone());
     let size: Vec<i64> = batch.iter().map(|f| f.size_bytes).collect();
     let mtime: Vec<_> = batch.iter().map(|f| f.mtime).collect();
     let inode: Vec<_> = batch.iter().map(|f| f.inode).collect();
@@ -109,6 +110,7 @@ pub async fn record_synced(
         .bind(&gid)
         .bind(&version_id)
         .bind(&history_key)
+        .bind(&storage_class)
         .execute(pool)
         .await?;
     Ok(result.rows_affected())
@@ -121,15 +123,17 @@ const RECORD_SYNCED: &str = "
         select * from unnest($2::text[], $3::text[], $4::int8[], $5::timestamptz[],
                              $6::text[], $7::text[], $8::text[], $9::int8[],
                              $10::timestamptz[], $11::text[], $12::jsonb[], $13::text[],
-                             $14::int4[], $15::int8[], $16::int8[], $17::text[], $18::text[])
+                             $14::int4[], $15::int8[], $16::int8[], $17::text[], $18::text[],
+                             $19::text[])
             as t(path, s3_key, size_bytes, mtime, md5, etag, content_type, inode, ctime,
-                 kind, details, encryption, mode, uid, gid, version_id, history_key)
+                 kind, details, encryption, mode, uid, gid, version_id, history_key,
+                 storage_class)
     ), up as (
         insert into files (agent_id, path, s3_key, size_bytes, mtime, md5, etag,
                            content_type, inode, ctime, encryption, status, last_error,
-                           synced_at, deleted_at, updated_at, content_since)
+                           synced_at, deleted_at, updated_at, content_since, storage_class)
         select $1, path, s3_key, size_bytes, mtime, md5, etag, content_type, inode, ctime,
-               encryption, 'synced', null, now(), null, now(), now()
+               encryption, 'synced', null, now(), null, now(), now(), storage_class
         from input
         on conflict (agent_id, path) do update set
             s3_key = excluded.s3_key, size_bytes = excluded.size_bytes,
@@ -137,7 +141,7 @@ const RECORD_SYNCED: &str = "
             etag = coalesce(excluded.etag, files.etag),
             content_type = excluded.content_type, inode = excluded.inode,
             ctime = excluded.ctime, encryption = excluded.encryption,
-            status = 'synced', last_error = null,
+            storage_class = excluded.storage_class, status = 'synced', last_error = null,
             synced_at = now(), deleted_at = null, updated_at = now(),
             -- When these bytes were first recorded under this key: kept across changes of
             -- mtime or mode alone, so a history key names the content, not its last touch.

@@ -64,6 +64,9 @@ pub struct FileRow {
     /// How the object is encrypted at rest: None (bucket default), `AES256`, `aws:kms`, `SSE-C`.
     #[sqlx(default)]
     pub encryption: Option<String>,
+    /// The storage class the object was written in (None: the bucket's default).
+    #[sqlx(default)]
+    pub storage_class: Option<String>,
     /// When the current bytes were first recorded under this key (kept across changes of
     /// mtime or mode alone): the time in a history copy's key.
     #[sqlx(default)]
@@ -141,7 +144,13 @@ pub struct SyncedFile {
     pub version_id: Option<String>,
     /// Where the replaced content was copied (HISTORY=prefix), for the version it ends.
     pub history_key: Option<String>,
+    /// The storage class the object is in (kept from the row when only metadata changed and
+    /// nothing was written).
+    pub storage_class: Option<String>,
 }
+
+/// Storage classes whose objects S3 serves only after a RestoreObject.
+pub const ARCHIVE_CLASSES: &[&str] = &["GLACIER", "DEEP_ARCHIVE"];
 
 /// A file's mode and owner, as the versions keep them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

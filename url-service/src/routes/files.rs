@@ -270,6 +270,13 @@ pub fn ensure_servable(file: &FileWithBucket) -> Result<(), ApiError> {
     if file.file.encryption.as_deref() == Some("SSE-C") {
         return Err(sse_c_conflict());
     }
+    let class = file.file.storage_class.as_deref();
+    if class.is_some_and(|c| catalog::ARCHIVE_CLASSES.contains(&c)) {
+        return Err(ApiError::Conflict {
+            code: "file_archived",
+            message: "the object is in an archive storage class (GLACIER, DEEP_ARCHIVE); S3 serves it only after a RestoreObject".into(),
+        });
+    }
     match file.file.status {
         FileStatus::Synced => Ok(()),
         FileStatus::Deleted => Err(ApiError::Conflict {
