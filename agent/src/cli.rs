@@ -77,6 +77,10 @@ pub struct RestoreArgs {
     /// Allow writing into SYNC_ROOT (the default target then).
     #[arg(long)]
     pub in_place: bool,
+    /// Downloads in flight. Default 32: small files are bound by each request's latency, not
+    /// by bandwidth (at 16, 5000 × 4 KiB restored at 488 files/s here; rclone at 32, 772).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub concurrency: u16,
     /// Use no catalog: read what to restore from the bucket (objects and HISTORY=prefix
     /// copies) and each object's metadata.
     #[arg(long)]
@@ -193,7 +197,7 @@ async fn release(cfg: AgentConfig, kind: crate::guard::Kind) -> anyhow::Result<u
 }
 
 /// `restore`: needs the catalog and S3, not SYNC_ROOT (a new machine may have none yet).
-async fn restore(cfg: AgentConfig, args: RestoreArgs) -> anyhow::Result<u8> {
+async fn restore(mut cfg: AgentConfig, args: RestoreArgs) -> anyhow::Result<u8> {
     let to = match (&args.to, args.in_place) {
         (Some(to), _) => to.clone(),
         (None, true) => cfg.agent.sync_root.clone(),
@@ -202,6 +206,7 @@ async fn restore(cfg: AgentConfig, args: RestoreArgs) -> anyhow::Result<u8> {
             reason: "is required (or --in-place to restore into SYNC_ROOT)".into(),
         }),
     };
+    cfg.agent.upload_concurrency = usize::from(args.concurrency);
     let transfer = crate::transfer_for(&cfg).await?;
     let opts = crate::restore::RestoreOptions {
         to,
@@ -214,7 +219,7 @@ async fn restore(cfg: AgentConfig, args: RestoreArgs) -> anyhow::Result<u8> {
         dry_run: args.dry_run,
         overwrite: args.overwrite,
         in_place: args.in_place,
-        concurrency: cfg.agent.upload_concurrency,
+        concurrency: usize::from(args.concurrency),
     };
     let report = if args.from_bucket {
         let prefix = cfg.agent.key_prefix();
