@@ -44,6 +44,22 @@ pub struct RestoreOptions {
     pub concurrency: usize,
 }
 
+impl RestoreOptions {
+    /// Everything into `to` as of `at`, with the defaults: no dry run, no overwrite, not in
+    /// place, 32 downloads in flight (what `restore` uses without flags).
+    pub fn new(to: impl Into<PathBuf>, at: DateTime<Utc>) -> Self {
+        RestoreOptions {
+            to: to.into(),
+            at,
+            paths: Vec::new(),
+            dry_run: false,
+            overwrite: false,
+            in_place: false,
+            concurrency: 32,
+        }
+    }
+}
+
 /// What a restore did.
 #[derive(Debug, Default)]
 pub struct RestoreReport {

@@ -40,15 +40,10 @@ async fn verify_lists_archived_objects_apart_from_drift() {
         transfer: &agent.transfer,
         sync_root: env.root.path(),
     }
-    .run(&portail_agent::restore::RestoreOptions {
-        to: dir.path().to_path_buf(),
-        at: chrono::Utc::now(),
-        paths: Vec::new(),
-        dry_run: false,
-        overwrite: false,
-        in_place: false,
-        concurrency: 4,
-    })
+    .run(&portail_agent::restore::RestoreOptions::new(
+        dir.path(),
+        chrono::Utc::now(),
+    ))
     .await
     .expect("restore");
     assert_eq!(r.restored, 0, "{r:?}");

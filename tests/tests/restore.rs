@@ -53,15 +53,7 @@ fn read_tree(dir: &Path) -> Tree {
 }
 
 fn options(to: &Path, at: DateTime<Utc>) -> RestoreOptions {
-    RestoreOptions {
-        to: to.to_path_buf(),
-        at,
-        paths: Vec::new(),
-        dry_run: false,
-        overwrite: false,
-        in_place: false,
-        concurrency: 8,
-    }
+    RestoreOptions::new(to, at)
 }
 
 async fn restore(env: &TestEnv, agent: &Agent, opts: &RestoreOptions) -> RestoreReport {

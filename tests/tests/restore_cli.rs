@@ -159,15 +159,7 @@ async fn a_full_disk_fails_cleanly_and_leaves_no_half_written_file() {
         transfer: &agent.transfer,
         sync_root: env.root.path(),
     }
-    .run(&RestoreOptions {
-        to: disk.path().to_path_buf(),
-        at: chrono::Utc::now(),
-        paths: Vec::new(),
-        dry_run: false,
-        overwrite: false,
-        in_place: false,
-        concurrency: 4,
-    })
+    .run(&RestoreOptions::new(disk.path(), chrono::Utc::now()))
     .await
     .unwrap();
     let left = files_in(disk.path());

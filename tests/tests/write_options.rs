@@ -206,15 +206,10 @@ async fn sse_c_sends_its_key_with_every_write_part_and_head() {
         transfer: &agent.transfer,
         sync_root: env.root.path(),
     }
-    .run(&portail_agent::restore::RestoreOptions {
-        to: dir.path().to_path_buf(),
-        at: chrono::Utc::now(),
-        paths: Vec::new(),
-        dry_run: false,
-        overwrite: false,
-        in_place: false,
-        concurrency: 2,
-    })
+    .run(&portail_agent::restore::RestoreOptions::new(
+        dir.path(),
+        chrono::Utc::now(),
+    ))
     .await
     .unwrap();
     assert_eq!(

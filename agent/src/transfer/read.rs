@@ -5,8 +5,6 @@
 
 use std::collections::HashMap;
 
-use base64::Engine;
-
 use super::{strip_quotes, Transfer, TransferError};
 
 /// An object as a listing shows it.
@@ -76,17 +74,8 @@ impl Transfer {
     /// The whole-file MD5 (lowercase hex) that an object's `md5chksum` metadata records, or
     /// `None` when it has none (or one that is not base64).
     pub async fn head_md5(&self, key: &str) -> Result<Option<String>, TransferError> {
-        let _permit = self.permit().await;
-        let head = self.client.head_object().bucket(&self.bucket).key(key);
-        let head = super::write::apply_sse_c!(head, &self.write)
-            .send()
-            .await
-            .map_err(|e| TransferError::s3("HeadObject", e))?;
-        Ok(head
-            .metadata()
-            .and_then(|m| m.get("md5chksum"))
-            .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
-            .map(hex::encode))
+        let (_, meta) = self.head_metadata(key).await?;
+        Ok(meta.md5.map(hex::encode))
     }
 
     /// An object's size and metadata (see [`super::metadata`]).
