@@ -149,8 +149,13 @@ async fn sigkill_five_times_mid_sync_then_converges() {
             .spawn()
             .unwrap()
     };
-    let mut kills = 0;
-    for round in 0..5 {
+    // Up to 10 runs until 5 were killed mid-work: a run that finishes first is fine, and each
+    // round adds 100 small files and a multipart one, so the next run always has work.
+    let (mut kills, mut added) = (0, 0);
+    for round in 0..10 {
+        if kills == 5 {
+            break;
+        }
         let mut child = run();
         let wait = rand::thread_rng().gen_range(300..2500);
         tokio::time::sleep(Duration::from_millis(wait)).await;
@@ -161,21 +166,23 @@ async fn sigkill_five_times_mid_sync_then_converges() {
         }
         let status = child.wait().await.unwrap();
         eprintln!("round {round}: killed after {wait} ms: {status}");
-        // Rewrite a few files between crashes, as users would.
+        // Rewrite a file and add some between crashes, as users would.
         env.write(
             &format!("k00/f{:04}.txt", round * 40),
             format!("rewritten in round {round}").as_bytes(),
         );
+        for i in 0..100 {
+            env.write(&format!("n{round}/f{i:03}.txt"), b"added between crashes");
+        }
+        env.write(&format!("n{round}/big.bin"), &vec![round as u8; 11 << 20]);
+        added += 101;
     }
-    assert!(
-        kills >= 3,
-        "only {kills} of 5 runs were still going when killed"
-    );
+    assert!(kills >= 3, "only {kills} runs were still going when killed");
     let status = run().wait().await.unwrap();
     assert!(status.success(), "the run after the crashes: {status}");
 
     let agent = env.agent(env.settings_for("killed")).await;
-    assert_eq!(env.assert_converged(&agent).await, 2004);
+    assert_eq!(env.assert_converged(&agent).await, 2004 + added);
     let open = portail_core::catalog::open_multiparts(&env.db.pool, agent.id)
         .await
         .unwrap();
