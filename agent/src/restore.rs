@@ -489,7 +489,12 @@ async fn existing_md5(dest: &Path) -> Result<Option<String>, String> {
 /// Downloads into `temp` and checks the MD5.
 async fn download_checked(transfer: &Transfer, src: &Source, temp: &Path) -> Result<(), String> {
     let md5 = transfer
-        .download(&src.key, src.version_id.as_deref(), temp)
+        .download(
+            &src.key,
+            src.version_id.as_deref(),
+            src.size.max(0) as u64,
+            temp,
+        )
         .await
         .map_err(|e| describe(&e, &src.key))?;
     if hex::encode(md5) != src.md5 {

@@ -169,6 +169,42 @@ async fn a_tree_restores_as_of_each_of_three_passes() {
 /// The same on a bucket with versioning (moto: s3s-fs keeps no versions): nothing is copied
 /// aside, and the catalog's VersionIds bring the past back.
 #[tokio::test]
+async fn a_multipart_file_restores_through_ranged_gets_as_of_each_pass() {
+    let env = TestEnv::new().await;
+    let mut s = env.settings();
+    s.multipart_threshold = portail_core::config::ByteSize(5 << 20);
+    s.multipart_part_size = portail_core::config::ByteSize(5 << 20);
+    let agent = env.agent(s).await;
+    let mut tree = Tree::new();
+    // 12 MiB and a bit: two whole ranges and a short last one.
+    let old: Vec<u8> = (0..(12 << 20) + 123).map(|i| (i % 251) as u8).collect();
+    put(&env, &mut tree, "big.bin", &old, 0o640, 1_600_000_000);
+    let t1 = pass(&env, &agent).await;
+    let tree1 = tree.clone();
+    let new: Vec<u8> = old.iter().rev().copied().collect();
+    put(&env, &mut tree, "big.bin", &new, 0o600, 1_600_000_500);
+    let t2 = pass(&env, &agent).await;
+    // As of t1 the bytes come from the history copy, as of t2 from the object itself.
+    assert_restores(&env, &agent, &[(t1, tree1), (t2, tree)]).await;
+
+    // A size the object does not have fails the ranges (one GET would have read it whole).
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("x");
+    let wrong = agent
+        .transfer
+        .download("big.bin", None, new.len() as u64 + 1, &dest)
+        .await;
+    assert!(wrong.is_err(), "{wrong:?}");
+    let right = agent
+        .transfer
+        .download("big.bin", None, new.len() as u64, &dest)
+        .await
+        .unwrap();
+    assert_eq!(hex::encode(right), portail_tests::md5_hex(&new));
+    assert_eq!(std::fs::read(&dest).unwrap(), new);
+}
+
+#[tokio::test]
 async fn with_bucket_versioning_a_tree_restores_as_of_each_pass() {
     let env = TestEnv::new().await;
     let moto = portail_tests::moto::spawn_moto().await;

@@ -15,6 +15,7 @@
 //! ([`bandwidth`]), shared by all transfers; an SDK retry of a body does not pay twice.
 
 pub mod bandwidth;
+mod download;
 mod error;
 pub mod metadata;
 mod multipart;

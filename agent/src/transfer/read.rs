@@ -1,7 +1,7 @@
 //! The reads the rest of the agent needs from S3: a listing under the prefix and an object's
 //! `md5chksum` (for `verify`), whether the bucket answers (for `/readyz`) and keeps versions
-//! (for HISTORY=auto), an object's metadata (for a catalog rebuild), and a download to a file
-//! (for `restore`), paced by BWLIMIT like the uploads.
+//! (for HISTORY=auto), and an object's metadata (for a catalog rebuild). Downloads are in
+//! [`super::download`].
 
 use std::collections::HashMap;
 
@@ -103,59 +103,6 @@ impl Transfer {
             .await
             .map_err(|e| TransferError::s3("GetBucketVersioning", e))?;
         Ok(out.status() == Some(&aws_sdk_s3::types::BucketVersioningStatus::Enabled))
-    }
-
-    /// Downloads an object (one version of it, with `version_id`) into `dest`, which is
-    /// created anew, and returns the MD5 of the bytes written. Every chunk waits for
-    /// the BWLIMIT budget, shared with the uploads.
-    pub async fn download(
-        &self,
-        key: &str,
-        version_id: Option<&str>,
-        dest: &std::path::Path,
-    ) -> Result<[u8; 16], TransferError> {
-        use md5::Digest;
-        use tokio::io::AsyncWriteExt;
-        let _permit = self.permit().await;
-        let get = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .set_version_id(version_id.map(String::from));
-        let out = super::write::apply_sse_c!(get, &self.write)
-            .send()
-            .await
-            .map_err(|e| TransferError::s3("GetObject", e))?;
-        let mut body = out.body;
-        // Created anew: whatever is at `dest` (a leftover, a planted link) is removed, never
-        // followed, and O_EXCL refuses one planted in between.
-        match tokio::fs::remove_file(dest).await {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(TransferError::Write(e))
-            }
-            _ => {}
-        }
-        let mut file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(dest)
-            .await
-            .map_err(TransferError::Write)?;
-        let mut md5 = md5::Md5::new();
-        while let Some(chunk) = body
-            .try_next()
-            .await
-            .map_err(|e| TransferError::Io(std::io::Error::other(e)))?
-        {
-            self.budget(chunk.len() as u64).await;
-            md5.update(&chunk);
-            file.write_all(&chunk).await.map_err(TransferError::Write)?;
-        }
-        // No fsync per file: it held a request slot for a disk flush (restore ran at 470
-        // files/s with it); the caller makes the whole restore durable once, at its end.
-        file.flush().await.map_err(TransferError::Write)?;
-        Ok(md5.finalize().into())
     }
 
     /// Whether the bucket answers a HeadBucket.
