@@ -224,8 +224,13 @@ async fn restore(mut cfg: AgentConfig, args: RestoreArgs) -> anyhow::Result<u8> 
     let report = if args.from_bucket {
         let prefix = cfg.agent.key_prefix();
         let history_dir = format!("{prefix}{}", cfg.agent.history_dir());
+        let history =
+            crate::history::History::resolve(cfg.agent.history, &transfer, history_dir.clone())
+                .await?;
+        let versioned = history == crate::history::History::Versioning;
         let root = &cfg.agent.sync_root;
-        crate::restore::from_bucket(&transfer, &prefix, &history_dir, root, &opts).await?
+        crate::restore::from_bucket(&transfer, &prefix, &history_dir, versioned, root, &opts)
+            .await?
     } else {
         let pool = portail_core::catalog::connect(&cfg.db).await?;
         portail_core::catalog::migrate(&pool).await?;

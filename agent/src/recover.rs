@@ -8,8 +8,11 @@
 //!
 //! A current object's version began when it was written (LastModified). A history copy's
 //! version began at the time in its key, and ended when the next version of its path began
-//! (or, for the last one, when the copy was made: the file was deleted). With HISTORY=versioning
-//! the bucket's old versions are not read: the latest ones are restored and rebuilt.
+//! (or, for the last one, when the copy was made: the file was deleted).
+//!
+//! With HISTORY=versioning the history is the bucket's own: ListObjectVersions gives every
+//! version of every key, each current from its LastModified until the next version or delete
+//! marker of its key. HISTORY_PREFIX copies (left by an earlier prefix mode) are not read then.
 
 use std::collections::BTreeMap;
 
@@ -19,7 +22,7 @@ use portail_core::catalog::{self, RebuiltVersion};
 
 use crate::history::History;
 use crate::restore::Source;
-use crate::transfer::{content_type_for, ListedObject, Transfer, TransferError};
+use crate::transfer::{content_type_for, ListedObject, ListedVersion, Transfer, TransferError};
 
 /// One content of a path, as the bucket shows it (before its metadata is read).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,18 +35,69 @@ pub struct BucketVersion {
     pub valid_from: DateTime<Utc>,
     /// When it stopped being current (None: current).
     pub valid_to: Option<DateTime<Utc>>,
+    /// Its S3 version, when the bucket keeps versions.
+    pub version_id: Option<String>,
     /// The listing's ETag (the MD5 for a single-part object).
     pub etag: String,
 }
 
-/// Every version under `prefix` by path (oldest first), from one listing.
+/// Every version under `prefix` by path (oldest first), from one listing: of the bucket's
+/// versions when `versioned`, else of the objects and their HISTORY=prefix copies.
 pub async fn bucket_versions(
     transfer: &Transfer,
     prefix: &str,
     history_dir: &str,
+    versioned: bool,
 ) -> Result<BTreeMap<String, Vec<BucketVersion>>, TransferError> {
+    if versioned {
+        let listed = transfer.list_versions(prefix).await?;
+        return Ok(versions_from_version_listing(listed, prefix, history_dir));
+    }
     let objects = transfer.list_objects(prefix).await?;
     Ok(versions_from_listing(&objects, prefix, history_dir))
+}
+
+/// The pure part of [`bucket_versions`] for a versioned bucket: each key's entries in time
+/// order, each version ending where the next entry (version or delete marker) begins, and the
+/// latest one current unless it is a delete marker.
+pub fn versions_from_version_listing(
+    listed: Vec<ListedVersion>,
+    prefix: &str,
+    history_dir: &str,
+) -> BTreeMap<String, Vec<BucketVersion>> {
+    let mut by_key: BTreeMap<String, Vec<ListedVersion>> = BTreeMap::new();
+    for v in listed {
+        if !v.key.starts_with(history_dir) {
+            by_key.entry(v.key.clone()).or_default().push(v);
+        }
+    }
+    let mut by_path: BTreeMap<String, Vec<BucketVersion>> = BTreeMap::new();
+    for (key, mut entries) in by_key {
+        let Some(path) = key
+            .strip_prefix(prefix)
+            .filter(|p| !p.is_empty() && !p.ends_with('/'))
+        else {
+            continue;
+        };
+        // Within one second (the precision some stores list), the latest sorts last.
+        entries.sort_by_key(|e| (e.modified, e.is_latest));
+        let ends: Vec<_> = entries.iter().skip(1).map(|e| Some(e.modified)).collect();
+        let versions = entries
+            .iter()
+            .zip(ends.into_iter().chain([None]))
+            .filter(|(e, _)| !e.delete_marker)
+            .map(|(e, valid_to)| BucketVersion {
+                path: path.to_string(),
+                key: key.clone(),
+                valid_from: e.modified,
+                valid_to,
+                version_id: Some(e.version_id.clone()),
+                etag: e.etag.clone(),
+            })
+            .collect();
+        by_path.insert(path.to_string(), versions);
+    }
+    by_path
 }
 
 /// The pure part of [`bucket_versions`]: history keys parsed, each path's versions chained.
@@ -71,6 +125,7 @@ pub fn versions_from_listing(
             key: key.clone(),
             valid_from,
             valid_to,
+            version_id: None,
             etag,
         };
         by_path.entry(path).or_default().push(v);
@@ -108,10 +163,11 @@ pub async fn refine(
         .iter()
         .filter_map(|(p, vs)| vs.last().map(|v| (p, v)))
         .filter(|(_, v)| v.valid_to.is_none() && after.is_none_or(|a| v.valid_from > a))
+        .filter(|(_, v)| v.version_id.is_none()) // a version's LastModified is its own start
         .map(|(p, v)| (p.clone(), v.key.clone()))
         .collect();
     let heads: Vec<_> = stream::iter(late)
-        .map(|(p, key)| async move { (p, transfer.head_metadata(&key).await) })
+        .map(|(p, key)| async move { (p, transfer.head_metadata(&key, None).await) })
         .buffer_unordered(concurrency.max(1))
         .collect()
         .await;
@@ -154,7 +210,7 @@ pub fn as_of(
 /// `md5chksum` vouches for its bytes only by a single-part ETag.
 pub async fn describe(transfer: &Transfer, v: &BucketVersion) -> Result<Source, String> {
     let (size, meta) = transfer
-        .head_metadata(&v.key)
+        .head_metadata(&v.key, v.version_id.as_deref())
         .await
         .map_err(|e| e.to_string())?;
     let etag_md5 = (v.etag.len() == 32 && !v.etag.contains('-')).then(|| v.etag.clone());
@@ -167,7 +223,7 @@ pub async fn describe(transfer: &Transfer, v: &BucketVersion) -> Result<Source, 
     Ok(Source {
         path: v.path.clone(),
         key: v.key.clone(),
-        version_id: None,
+        version_id: v.version_id.clone(),
         md5,
         size,
         mtime: meta.mtime.unwrap_or(v.valid_from),
@@ -201,7 +257,9 @@ pub async fn rebuild(agent: &crate::Agent) -> anyhow::Result<Rebuilt> {
         });
     }
     let history_dir = format!("{}{}", agent.prefix, agent.settings.history_dir());
-    let mut by_path = bucket_versions(&agent.transfer, &agent.prefix, &history_dir).await?;
+    let versioned = agent.history == History::Versioning;
+    let mut by_path =
+        bucket_versions(&agent.transfer, &agent.prefix, &history_dir, versioned).await?;
     let concurrency = agent.transfer.config().requests_in_flight;
     refine(&agent.transfer, &mut by_path, None, concurrency).await;
     let all: Vec<BucketVersion> = by_path.into_values().flatten().collect();
@@ -251,7 +309,8 @@ fn rebuilt_row(prefix: &str, v: &BucketVersion, src: Source) -> RebuiltVersion {
     let current = v.valid_to.is_none();
     RebuiltVersion {
         s3_key: format!("{prefix}{}", v.path),
-        history_key: (!current).then(|| v.key.clone()),
+        history_key: (!current && v.version_id.is_none()).then(|| v.key.clone()),
+        version_id: v.version_id.clone(),
         content_type: content_type_for(&v.path),
         path: v.path.clone(),
         size_bytes: src.size,
@@ -329,5 +388,62 @@ mod tests {
         );
         assert_eq!(keys(400), vec!["p/a.txt".to_string()]);
         assert!(as_of(&by_path, t(400), &["other".into()]).is_empty());
+    }
+
+    fn entry(key: &str, id: &str, at: i64, latest: bool, marker: bool) -> ListedVersion {
+        ListedVersion {
+            key: key.into(),
+            version_id: id.into(),
+            is_latest: latest,
+            delete_marker: marker,
+            modified: t(at),
+            etag: "e".into(),
+        }
+    }
+
+    #[test]
+    fn a_version_listing_ends_each_version_at_the_next_entry_and_a_marker_ends_a_path() {
+        let listed = vec![
+            entry("p/a.txt", "a3", 300, true, false),
+            entry("p/a.txt", "a1", 100, false, false),
+            entry("p/gone.txt", "m", 250, true, true),
+            entry("p/a.txt", "a2", 200, false, false),
+            entry("p/gone.txt", "g1", 50, false, false),
+            entry(
+                "p/.portail-history/x/20200101T000000.000000Z",
+                "h",
+                1,
+                true,
+                false,
+            ),
+        ];
+        let by_path = versions_from_version_listing(listed, "p/", "p/.portail-history/");
+        let spans = |p: &str| -> Vec<_> {
+            by_path[p]
+                .iter()
+                .map(|v| (v.version_id.clone().unwrap(), v.valid_from, v.valid_to))
+                .collect()
+        };
+        assert_eq!(
+            spans("a.txt"),
+            vec![
+                ("a1".into(), t(100), Some(t(200))),
+                ("a2".into(), t(200), Some(t(300))),
+                ("a3".into(), t(300), None)
+            ]
+        );
+        assert_eq!(spans("gone.txt"), vec![("g1".into(), t(50), Some(t(250)))]);
+        assert_eq!(by_path.len(), 2, "history copies are not read: {by_path:?}");
+        let at = |s| {
+            as_of(&by_path, t(s), &[])
+                .into_iter()
+                .map(|v| v.version_id.unwrap())
+        };
+        assert_eq!(at(150).collect::<Vec<_>>(), ["a1", "g1"]);
+        assert_eq!(
+            at(260).collect::<Vec<_>>(),
+            ["a2"],
+            "gone.txt was deleted at 250"
+        );
     }
 }

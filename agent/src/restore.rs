@@ -233,17 +233,20 @@ impl Restore<'_> {
 }
 
 /// `restore --from-bucket`: the same, with no catalog at all. What to restore comes from a
-/// listing of the agent's prefix and its HISTORY=prefix copies ([`crate::recover`]); each
-/// file's MD5, mtime and mode from its object's metadata.
+/// listing of the agent's prefix and its history ([`crate::recover`]: the bucket's versions
+/// when `versioned`, else the copies under `history_dir`); each file's MD5, mtime and mode
+/// from its object's metadata.
 pub async fn from_bucket(
     transfer: &Transfer,
     prefix: &str,
     history_dir: &str,
+    versioned: bool,
     sync_root: &Path,
     opts: &RestoreOptions,
 ) -> anyhow::Result<RestoreReport> {
     check_target(&opts.to, sync_root, opts.in_place)?;
-    let mut by_path = crate::recover::bucket_versions(transfer, prefix, history_dir).await?;
+    let mut by_path =
+        crate::recover::bucket_versions(transfer, prefix, history_dir, versioned).await?;
     crate::recover::refine(transfer, &mut by_path, Some(opts.at), opts.concurrency).await;
     let first = by_path.values().flatten().map(|v| v.valid_from).min();
     let refuse = |var: &str, reason: String| ConfigError::Invalid {

@@ -36,6 +36,8 @@ fn actions_of(op: &str) -> &'static [&'static str] {
         "get_object" => &["s3:GetObject", "s3:GetObjectVersion"],
         "head_bucket" | "list_objects_v2" => &["s3:ListBucket"],
         "get_bucket_versioning" => &["s3:GetBucketVersioning"],
+        // rebuild-catalog and restore --from-bucket on a versioned bucket.
+        "list_object_versions" => &["s3:ListBucketVersions"],
         other => panic!("S3 operation {other} is new: add its IAM actions here and to the policy"),
     }
 }
@@ -119,7 +121,7 @@ fn the_url_service_policy_grants_exactly_what_it_calls() {
 }
 
 #[test]
-fn the_bucket_configuration_turns_versioning_on_and_cleans_up_uploads() {
+fn the_bucket_configuration_turns_versioning_on_expires_history_and_cleans_up_uploads() {
     let read = |f: &str| -> serde_json::Value {
         serde_json::from_str(&portail_tests::repo_file(f)).unwrap()
     };
@@ -142,5 +144,16 @@ fn the_bucket_configuration_turns_versioning_on_and_cleans_up_uploads() {
             .as_u64()
             .unwrap()
             > 0
+    );
+    // HISTORY=prefix copies: a backstop for the agent's own purge (when no agent runs), so it
+    // must not delete a copy the default HISTORY_RETENTION still promises.
+    let expiry = rule("Expiration");
+    let prefix = expiry["Filter"]["Prefix"].as_str().unwrap();
+    let default = portail_agent::AgentSettings::for_root("/r");
+    assert_eq!(prefix, format!("PREFIX{}", default.history_dir()));
+    let days = expiry["Expiration"]["Days"].as_u64().unwrap();
+    assert!(
+        days * 86_400 > default.history_retention.0.as_secs(),
+        "{days} days"
     );
 }

@@ -204,11 +204,11 @@ async fn a_multipart_file_restores_through_ranged_gets_as_of_each_pass() {
     assert_eq!(std::fs::read(&dest).unwrap(), new);
 }
 
-#[tokio::test]
-async fn with_bucket_versioning_a_tree_restores_as_of_each_pass() {
-    let env = TestEnv::new().await;
+/// An agent with HISTORY=versioning on a moto bucket with versioning Enabled; the moto
+/// server lives as long as the first value.
+async fn versioning_agent(env: &TestEnv) -> (portail_tests::moto::Moto, aws_sdk_s3::Client, Agent) {
     let moto = portail_tests::moto::spawn_moto().await;
-    let client = moto.bucket_client(&env).await;
+    let client = moto.bucket_client(env).await;
     let on = aws_sdk_s3::types::VersioningConfiguration::builder()
         .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
         .build();
@@ -232,6 +232,13 @@ async fn with_bucket_versioning_a_tree_restores_as_of_each_pass() {
         "moto fixed its answer: drop this override"
     );
     agent.history = portail_agent::history::History::Versioning;
+    (moto, client, agent)
+}
+
+#[tokio::test]
+async fn with_bucket_versioning_a_tree_restores_as_of_each_pass() {
+    let env = TestEnv::new().await;
+    let (_moto, client, agent) = versioning_agent(&env).await;
     let states = three_passes(&env, &agent, Duration::ZERO).await;
     let listed = client
         .list_objects_v2()
@@ -407,65 +414,82 @@ async fn after_the_catalog_is_lost_the_bucket_alone_rebuilds_it_and_restores() {
     let env = TestEnv::new().await;
     let mut s = env.settings();
     s.max_delete_percent = 100;
-    let agent = env.agent(s.clone()).await;
+    let agent = env.agent(s).await;
     // LastModified has whole seconds on many stores: passes a second apart.
     let states = three_passes(&env, &agent, Duration::from_millis(1100)).await;
+    let rebuilt = recover_from_the_bucket(&env, &agent, &states, false).await;
+    assert_eq!(
+        rebuilt.past_versions, 5,
+        "a.txt twice, d/b.txt, d/c.txt, e/b.txt"
+    );
+}
 
-    for (at, expected) in &states {
+#[tokio::test]
+async fn with_bucket_versioning_the_bucket_alone_rebuilds_the_catalog_and_restores() {
+    let env = TestEnv::new().await;
+    let (_moto, _client, agent) = versioning_agent(&env).await;
+    let states = three_passes(&env, &agent, Duration::from_millis(1100)).await;
+    let rebuilt = recover_from_the_bucket(&env, &agent, &states, true).await;
+    assert_eq!(
+        rebuilt.past_versions, 6,
+        "a.txt twice, d/b.txt, d/c.txt, e/b.txt, and n.txt before its chmod (a new version)"
+    );
+}
+
+/// The catalog lost: restores from the bucket alone as of each pass; then drops the agent's
+/// rows and versions, rebuilds them, and checks that a sync uploads nothing, `verify` is clean,
+/// a second rebuild is refused, and the rebuilt catalog restores each pass.
+async fn recover_from_the_bucket(
+    env: &TestEnv,
+    agent: &Agent,
+    states: &[(DateTime<Utc>, Tree)],
+    versioned: bool,
+) -> portail_agent::recover::Rebuilt {
+    let h = format!("{}.portail-history/", agent.prefix);
+    for (at, expected) in states {
         let dir = tempfile::tempdir().unwrap();
         let opts = options(dir.path(), *at);
-        let h = format!("{}.portail-history/", agent.prefix);
+        let root = env.root.path();
         let r = portail_agent::restore::from_bucket(
             &agent.transfer,
             &agent.prefix,
             &h,
-            env.root.path(),
+            versioned,
+            root,
             &opts,
         )
         .await
         .unwrap();
         assert!(r.failed.is_empty(), "{r:?}");
-        assert_eq!(
-            contents(&read_tree(dir.path())),
-            contents(expected),
-            "from the bucket as of {at}"
-        );
+        let got = contents(&read_tree(dir.path()));
+        assert_eq!(got, contents(expected), "from the bucket as of {at}");
     }
-
-    // Drop this agent's catalog (rows, versions, events), then rebuild it.
-    sqlx::query("delete from agents where id = $1")
-        .bind(agent.id)
-        .execute(&env.db.pool)
-        .await
-        .unwrap();
-    let agent = env.agent(s).await;
-    let rebuilt = portail_agent::recover::rebuild(&agent).await.unwrap();
+    for table in ["file_versions", "files"] {
+        sqlx::query(&format!("delete from {table} where agent_id = $1"))
+            .bind(agent.id)
+            .execute(&env.db.pool)
+            .await
+            .unwrap();
+    }
+    let rebuilt = portail_agent::recover::rebuild(agent).await.unwrap();
     assert_eq!(
         (rebuilt.files, rebuilt.skipped.len()),
         (2, 0),
         "{rebuilt:?}"
     );
-    assert_eq!(
-        rebuilt.past_versions, 5,
-        "a.txt twice, d/b.txt, d/c.txt, e/b.txt"
-    );
-    let r = env.sync(&agent).await;
+    let r = env.sync(agent).await;
     assert!(r.converged(), "{r:?}");
     assert_eq!((r.uploaded, r.renamed, r.deleted), (0, 0, 0), "{r:?}");
-    let report = portail_agent::verify::verify(&agent).await.unwrap();
+    let report = portail_agent::verify::verify(agent).await.unwrap();
     assert_eq!(report.drift, vec![]);
-    let e = portail_agent::recover::rebuild(&agent).await.unwrap_err();
+    let e = portail_agent::recover::rebuild(agent).await.unwrap_err();
     assert!(format!("{e:#}").contains("already has rows"), "{e:#}");
-
-    // The rebuilt catalog restores every pass too.
-    for (at, expected) in &states {
+    for (at, expected) in states {
         let dir = tempfile::tempdir().unwrap();
-        let r = restore(&env, &agent, &options(dir.path(), *at)).await;
+        let r = restore(env, agent, &options(dir.path(), *at)).await;
         assert!(r.failed.is_empty(), "{r:?}");
-        assert_eq!(
-            contents(&read_tree(dir.path())),
-            contents(expected),
-            "rebuilt, as of {at}"
-        );
+        let got = contents(&read_tree(dir.path()));
+        assert_eq!(got, contents(expected), "rebuilt, as of {at}");
     }
+    rebuilt
 }

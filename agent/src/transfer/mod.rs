@@ -39,7 +39,7 @@ pub use write::WriteOptions;
 
 pub use error::TransferError;
 pub use metadata::{ObjectInfo, Posix};
-pub use read::ListedObject;
+pub use read::{ListedObject, ListedVersion};
 
 /// The largest number of parts S3 accepts in one multipart upload.
 const MAX_PARTS: u64 = 10_000;

@@ -1,6 +1,6 @@
 //! The reads the rest of the agent needs from S3: a listing under the prefix and an object's
 //! `md5chksum` (for `verify`), whether the bucket answers (for `/readyz`) and keeps versions
-//! (for HISTORY=auto), and an object's metadata (for a catalog rebuild). Downloads are in
+//! (for HISTORY=auto), and an object's metadata and versions (for a catalog rebuild). Downloads are in
 //! [`super::download`].
 
 use std::collections::HashMap;
@@ -37,7 +37,73 @@ impl ListedObject {
     }
 }
 
+/// One entry of a versioned listing: a version of a key, or a delete marker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedVersion {
+    /// The object's key.
+    pub key: String,
+    /// The S3 version id.
+    pub version_id: String,
+    /// Whether this is the key's current entry.
+    pub is_latest: bool,
+    /// A delete marker: the key was deleted at `modified`.
+    pub delete_marker: bool,
+    /// When this entry was written.
+    pub modified: chrono::DateTime<chrono::Utc>,
+    /// The ETag without quotes (empty for a delete marker).
+    pub etag: String,
+}
+
 impl Transfer {
+    /// Every version and delete marker under `prefix` (ListObjectVersions, all pages), in no
+    /// particular order. Keys come back raw, as in [`Transfer::list_objects`].
+    pub async fn list_versions(&self, prefix: &str) -> Result<Vec<ListedVersion>, TransferError> {
+        let time = |t: Option<&aws_sdk_s3::primitives::DateTime>| {
+            t.and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
+                .unwrap_or_default()
+        };
+        let (mut listed, mut markers) = (Vec::new(), (None, None));
+        loop {
+            let page = self
+                .client
+                .list_object_versions()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_key_marker(markers.0.take())
+                .set_version_id_marker(markers.1.take())
+                .send()
+                .await
+                .map_err(|e| TransferError::s3("ListObjectVersions", e))?;
+            for v in page.versions() {
+                listed.push(ListedVersion {
+                    key: v.key().unwrap_or_default().to_string(),
+                    version_id: v.version_id().unwrap_or_default().to_string(),
+                    is_latest: v.is_latest().unwrap_or(false),
+                    delete_marker: false,
+                    modified: time(v.last_modified()),
+                    etag: strip_quotes(v.e_tag()).unwrap_or_default(),
+                });
+            }
+            for m in page.delete_markers() {
+                listed.push(ListedVersion {
+                    key: m.key().unwrap_or_default().to_string(),
+                    version_id: m.version_id().unwrap_or_default().to_string(),
+                    is_latest: m.is_latest().unwrap_or(false),
+                    delete_marker: true,
+                    modified: time(m.last_modified()),
+                    etag: String::new(),
+                });
+            }
+            if page.is_truncated() != Some(true) {
+                return Ok(listed);
+            }
+            markers = (
+                page.next_key_marker().map(String::from),
+                page.next_version_id_marker().map(String::from),
+            );
+        }
+    }
+
     /// Every object under `prefix`, by key. Keys come back raw (no `EncodingType`), so a
     /// `+` in a key stays a `+`.
     pub async fn list_objects(
@@ -74,17 +140,20 @@ impl Transfer {
     /// The whole-file MD5 (lowercase hex) that an object's `md5chksum` metadata records, or
     /// `None` when it has none (or one that is not base64).
     pub async fn head_md5(&self, key: &str) -> Result<Option<String>, TransferError> {
-        let (_, meta) = self.head_metadata(key).await?;
+        let (_, meta) = self.head_metadata(key, None).await?;
         Ok(meta.md5.map(hex::encode))
     }
 
-    /// An object's size and metadata (see [`super::metadata`]).
+    /// An object's size and metadata (see [`super::metadata`]): of its version `version_id`
+    /// if given, else of the current one.
     pub async fn head_metadata(
         &self,
         key: &str,
+        version_id: Option<&str>,
     ) -> Result<(i64, super::metadata::ReadBack), TransferError> {
         let _permit = self.permit().await;
-        let head = self.client.head_object().bucket(&self.bucket).key(key);
+        let head = (self.client.head_object().bucket(&self.bucket).key(key))
+            .set_version_id(version_id.map(String::from));
         let head = super::write::apply_sse_c!(head, &self.write)
             .send()
             .await

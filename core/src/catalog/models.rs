@@ -178,6 +178,8 @@ pub struct RebuiltVersion {
     pub s3_key: String,
     /// A past version's HISTORY=prefix copy.
     pub history_key: Option<String>,
+    /// The S3 version holding the bytes, when the bucket keeps versions.
+    pub version_id: Option<String>,
     pub content_type: String,
     pub size_bytes: i64,
     pub md5: String,

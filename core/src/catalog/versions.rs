@@ -173,9 +173,10 @@ pub async fn record_rebuilt(
         r#"with input as (
                select * from unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::int8[],
                                     $8::text[], $9::timestamptz[], $10::int4[], $11::int8[],
-                                    $12::int8[], $13::timestamptz[], $14::timestamptz[], $15::text[])
+                                    $12::int8[], $13::timestamptz[], $14::timestamptz[], $15::text[],
+                                    $16::text[])
                    as t(path, s3_key, history_key, content_type, size_bytes, md5, mtime, mode,
-                        uid, gid, valid_from, valid_to, etag)
+                        uid, gid, valid_from, valid_to, etag, version_id)
            ), ins as (
                insert into files (agent_id, path, s3_key, size_bytes, mtime, md5, etag,
                                   content_type, status, synced_at, deleted_at, content_since)
@@ -193,11 +194,11 @@ pub async fn record_rebuilt(
                where f.agent_id = $1 and f.path in (select path from input)
            )
            insert into file_versions (file_id, agent_id, path, valid_from, valid_to, size_bytes,
-                                      md5, mtime, mode, uid, gid, s3_key, history_key, event,
-                                      ended_by)
+                                      md5, mtime, mode, uid, gid, s3_key, history_key, version_id,
+                                      event, ended_by)
            select ids.id, $1, input.path, input.valid_from, input.valid_to, input.size_bytes,
                   input.md5, input.mtime, input.mode, input.uid, input.gid,
-                  input.s3_key, input.history_key, 'rebuilt',
+                  input.s3_key, input.history_key, input.version_id, 'rebuilt',
                   case when input.valid_to is not null then 'overwritten' end
            from input join ids using (path)"#,
     )
@@ -216,6 +217,7 @@ pub async fn record_rebuilt(
     .bind(batch.iter().map(|v| v.valid_from).collect::<Vec<_>>())
     .bind(batch.iter().map(|v| v.valid_to).collect::<Vec<_>>())
     .bind(col(|v| v.etag.clone()))
+    .bind(col(|v| v.version_id.clone()))
     .execute(pool)
     .await?;
     Ok(r.rows_affected())

@@ -1,6 +1,6 @@
 # The bucket set-up portail expects, as a small Terraform module (the same settings as
-# deploy/bucket/*.json): versioning on, noncurrent versions expiring after the history's
-# retention, incomplete multipart uploads aborted after a day, and an IAM policy per service
+# deploy/bucket/*.json): versioning on, noncurrent versions (and HISTORY=prefix copies)
+# expiring after the history's retention, incomplete multipart uploads aborted after a day, and an IAM policy per service
 # (deploy/iam/*.json, with BUCKET and PREFIX filled in).
 #
 #   module "portail_bucket" {
@@ -41,6 +41,12 @@ variable "history_days" {
   default     = 90
 }
 
+variable "history_prefix_days" {
+  description = "Days a HISTORY=prefix copy is kept at most (above HISTORY_RETENTION)."
+  type        = number
+  default     = 35
+}
+
 resource "aws_s3_bucket_versioning" "this" {
   bucket = var.bucket
   versioning_configuration {
@@ -58,6 +64,19 @@ resource "aws_s3_bucket_lifecycle_configuration" "this" {
     filter {}
     noncurrent_version_expiration {
       noncurrent_days = var.history_days
+    }
+  }
+
+  # HISTORY=prefix copies: a backstop for the agent's hourly purge, for when no agent runs.
+  # Keep it above HISTORY_RETENTION.
+  rule {
+    id     = "portail-history-prefix-expiration"
+    status = "Enabled"
+    filter {
+      prefix = "${var.prefix}.portail-history/"
+    }
+    expiration {
+      days = var.history_prefix_days
     }
   }
 
