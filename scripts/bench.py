@@ -10,6 +10,8 @@ Environment: BENCH_WORK (scratch dir), BENCH_QUICK (1 for the smoke run), BIN (r
 binaries), RCLONE, AWSCLI, DATABASE_URL.
 """
 
+import calendar
+import datetime
 import json
 import os
 import platform
@@ -445,6 +447,24 @@ def record_rounds(case, rounds, unit_of):
         record(case, name, value, unit, fmt + f" (median {med_t:.2f} s, worst {worst:.2f} s)")
 
 
+def check_rclone_lsl(bucket, src):
+    """Issue 13: rclone reads our `mtime` metadata, so `rclone lsl` of the bucket shows each
+    file's local mtime (to the microsecond, the catalog's precision). Stops the run if not."""
+    p = subprocess.run([RCLONE, "lsl", f"bench:{bucket}"], env={**BASE_ENV, "TZ": "UTC"},
+                       capture_output=True, text=True, check=True)
+    n, wrong = 0, []
+    for line in p.stdout.splitlines():
+        _, day, clock, path = line.split(None, 3)
+        shown = datetime.datetime.strptime(f"{day} {clock[:15]}", "%Y-%m-%d %H:%M:%S.%f")
+        shown_us = calendar.timegm(shown.timetuple()) * 10**6 + shown.microsecond
+        n += 1
+        if shown_us != os.stat(f"{src}/{path}").st_mtime_ns // 1000:
+            wrong.append(line)
+    if n == 0 or wrong:
+        raise SystemExit(f"rclone lsl shows other mtimes than the files' ({n} listed): {wrong[:5]}")
+    log(f"  rclone lsl: the {n} mtimes it shows are the files' own")
+
+
 def case_restore():
     """Issue 13: `portail-agent restore` of small files against `rclone copy` from the same
     bucket."""
@@ -453,6 +473,7 @@ def case_restore():
     gen_tree(src, n, 50, 4096)
     b = new_bucket("c10")
     portail(b, src, "c10")
+    check_rclone_lsl(b, src)
     peers = restore_peers(b, "c10", src, ["--transfers", "32", "--checkers", "32", "--no-traverse"])
     rounds = [restore_round(peers, "small") for _ in range(RESTORE_ROUNDS)]
     record_rounds(f"10. restore {n} x 4 KiB files", rounds,
