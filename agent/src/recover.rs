@@ -22,6 +22,7 @@ use portail_core::catalog::{self, RebuiltVersion};
 
 use crate::history::History;
 use crate::restore::Source;
+use crate::transfer::metadata::ReadBack;
 use crate::transfer::{content_type_for, ListedObject, ListedVersion, Transfer, TransferError};
 
 /// One content of a path, as the bucket shows it (before its metadata is read).
@@ -39,6 +40,8 @@ pub struct BucketVersion {
     pub version_id: Option<String>,
     /// The listing's ETag (the MD5 for a single-part object).
     pub etag: String,
+    /// Its size and metadata, once [`refine`] has read them (so [`describe`] need not again).
+    pub head: Option<(i64, ReadBack)>,
 }
 
 /// Every version under `prefix` by path (oldest first), from one listing: of the bucket's
@@ -93,6 +96,7 @@ pub fn versions_from_version_listing(
                 valid_to,
                 version_id: Some(e.version_id.clone()),
                 etag: e.etag.clone(),
+                head: None,
             })
             .collect();
         by_path.insert(path.to_string(), versions);
@@ -127,6 +131,7 @@ pub fn versions_from_listing(
             valid_to,
             version_id: None,
             etag,
+            head: None,
         };
         by_path.entry(path).or_default().push(v);
     }
@@ -172,13 +177,15 @@ pub async fn refine(
         .collect()
         .await;
     for (path, head) in heads {
-        let (Ok((_, meta)), Some(v)) = (head, by_path.get_mut(&path).and_then(|vs| vs.last_mut()))
+        let (Ok((size, meta)), Some(v)) =
+            (head, by_path.get_mut(&path).and_then(|vs| vs.last_mut()))
         else {
             continue;
         };
         if let Some(since) = meta.since.filter(|s| *s < v.valid_from) {
             v.valid_from = since;
         }
+        v.head = Some((size, meta));
     }
     chain(by_path);
 }
@@ -209,10 +216,13 @@ pub fn as_of(
 /// Reads an object's metadata into what a restore or a catalog row needs. An object with no
 /// `md5chksum` vouches for its bytes only by a single-part ETag.
 pub async fn describe(transfer: &Transfer, v: &BucketVersion) -> Result<Source, String> {
-    let (size, meta) = transfer
-        .head_metadata(&v.key, v.version_id.as_deref())
-        .await
-        .map_err(|e| e.to_string())?;
+    let (size, meta) = match v.head {
+        Some(head) => head,
+        None => transfer
+            .head_metadata(&v.key, v.version_id.as_deref())
+            .await
+            .map_err(|e| e.to_string())?,
+    };
     let etag_md5 = (v.etag.len() == 32 && !v.etag.contains('-')).then(|| v.etag.clone());
     let md5 = meta.md5.map(hex::encode).or(etag_md5).ok_or_else(|| {
         format!(
