@@ -85,6 +85,8 @@ pub mod names {
     pub const URL_LINK_REDIRECTS: &str = "portail_url_link_redirects_total";
     /// Counter: bytes streamed to clients in proxy mode (DOWNLOAD_MODE=proxy).
     pub const URL_PROXIED_BYTES: &str = "portail_url_proxied_bytes_total";
+    /// Audit entries written or failed (`result`).
+    pub const URL_AUDIT_ENTRIES: &str = "portail_url_audit_entries_total";
 }
 
 /// Registers `portail_build_info{service,version} 1`.

@@ -328,13 +328,16 @@ impl TestEnv {
         s3: Client,
         settings: portail_url_service::ServiceSettings,
     ) -> TestUrlService {
+        let limits = settings.server_limits();
         let state = portail_url_service::AppState::new(pool, s3, self.bucket.clone(), settings)
             .expect("state");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let app = portail_url_service::router(state);
+        // The production server (it hands handlers the peer's address, for the audit log).
         let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+            let never = std::future::pending::<()>();
+            let _ = portail_url_service::server::serve(listener, app, limits, never).await;
         });
         let token = self.create_token("test-admin", None, None).await;
         TestUrlService {

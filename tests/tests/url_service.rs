@@ -483,6 +483,7 @@ async fn openapi_lists_every_route_and_each_is_served() {
         "POST /v1/links",
         "GET /v1/links",
         "DELETE /v1/links/{id}",
+        "GET /v1/audit",
         "GET /l/{token}",
     ];
     expected.sort();

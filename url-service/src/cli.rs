@@ -167,7 +167,10 @@ async fn serve(cfg: UrlServiceConfig) -> anyhow::Result<()> {
     let s3 = portail_core::s3::build_client(&cfg.s3).await;
     let addr = cfg.service.listen_addr.clone();
     let limits = cfg.service.server_limits();
+    let retention = cfg.service.audit_retention.0;
     let state = AppState::new(pool, s3, cfg.s3.aws_bucket_name.clone(), cfg.service)?;
+    let purge = crate::audit::spawn_purge(state.pool.clone(), retention);
+    let audit = state.audit.clone();
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .with_context(|| format!("binding LISTEN_ADDR {addr}"))?;
@@ -179,5 +182,7 @@ async fn serve(cfg: UrlServiceConfig) -> anyhow::Result<()> {
         portail_core::signal::shutdown(),
     )
     .await?;
+    purge.abort();
+    audit.close().await; // the last requests' entries
     Ok(())
 }

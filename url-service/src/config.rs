@@ -77,6 +77,70 @@ pub struct ServiceSettings {
     /// `proxy` streams the object through this service, for stores users cannot reach.
     #[serde(default)]
     pub download_mode: DownloadMode,
+    /// TRUSTED_PROXIES: the reverse proxies (addresses or CIDR ranges, comma-separated, e.g.
+    /// `10.0.0.0/8, ::1`) whose X-Forwarded-For the audit log believes. Default none: the
+    /// peer's own address is recorded.
+    #[serde(default)]
+    pub trusted_proxies: TrustedProxies,
+    /// AUDIT_RETENTION: how long audit entries are kept; older ones are deleted hourly.
+    /// Default `90d`.
+    #[serde(default = "default_audit_retention")]
+    pub audit_retention: HumanDuration,
+}
+
+/// Addresses and CIDR ranges, parsed once from TRUSTED_PROXIES.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct TrustedProxies(Vec<(std::net::IpAddr, u8)>);
+
+impl TryFrom<String> for TrustedProxies {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl std::str::FromStr for TrustedProxies {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut ranges = Vec::new();
+        for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let (addr, bits) = item.split_once('/').unwrap_or((item, ""));
+            let addr: std::net::IpAddr = addr
+                .parse()
+                .map_err(|_| format!("{item:?} is not an IP address or CIDR range"))?;
+            let max = if addr.is_ipv4() { 32 } else { 128 };
+            let bits = match bits {
+                "" => max,
+                b => b
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|b| *b <= max)
+                    .ok_or_else(|| format!("{item:?}: the prefix length must be 0 to {max}"))?,
+            };
+            ranges.push((addr.to_canonical(), bits));
+        }
+        Ok(TrustedProxies(ranges))
+    }
+}
+
+impl TrustedProxies {
+    /// Whether `ip` is in one of the ranges (an IPv4-mapped IPv6 address counts as IPv4).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr::{V4, V6};
+        let ip = ip.to_canonical();
+        self.0.iter().any(|(net, bits)| match (net, ip) {
+            (V4(n), V4(a)) => mask_eq(u32::from(*n).into(), u32::from(a).into(), *bits, 32),
+            (V6(n), V6(a)) => mask_eq(u128::from(*n), u128::from(a), *bits, 128),
+            _ => false,
+        })
+    }
+}
+
+/// Whether the first `bits` of two `width`-bit numbers agree.
+fn mask_eq(a: u128, b: u128, bits: u8, width: u32) -> bool {
+    let shift = width - u32::from(bits);
+    shift >= width || (a >> shift) == (b >> shift)
 }
 
 /// How downloads (`GET /v1/files/{id}/content`, `GET /l/{token}`) are answered.
@@ -90,6 +154,9 @@ pub enum DownloadMode {
     Proxy,
 }
 
+fn default_audit_retention() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(90 * 86_400))
+}
 fn default_header_timeout() -> HumanDuration {
     HumanDuration(std::time::Duration::from_secs(10))
 }
@@ -112,6 +179,10 @@ fn default_link_ttl() -> HumanDuration {
     HumanDuration(std::time::Duration::from_secs(7 * 86_400))
 }
 
+fn check_proxies(s: &str) -> Result<(), String> {
+    s.parse::<TrustedProxies>().map(|_| ())
+}
+
 impl FromEnv for ServiceSettings {
     const TYPED_VARS: &'static [(&'static str, ValueKind)] = &[
         ("DEFAULT_URL_TTL", ValueKind::Duration),
@@ -120,6 +191,8 @@ impl FromEnv for ServiceSettings {
         ("DOWNLOAD_MODE", ValueKind::OneOf(&["redirect", "proxy"])),
         ("HTTP_HEADER_TIMEOUT", ValueKind::Duration),
         ("HTTP_BODY_TIMEOUT", ValueKind::Duration),
+        ("AUDIT_RETENTION", ValueKind::Duration),
+        ("TRUSTED_PROXIES", ValueKind::Parsed(check_proxies)),
     ];
 }
 
@@ -137,6 +210,8 @@ impl ServiceSettings {
             http_header_timeout: default_header_timeout(),
             http_body_timeout: default_body_timeout(),
             http_max_connections: default_max_connections(),
+            trusted_proxies: TrustedProxies::default(),
+            audit_retention: default_audit_retention(),
         }
     }
 
@@ -185,5 +260,33 @@ impl ServiceSettings {
             .unwrap_or_else(|| format!("http://{}", self.listen_addr))
             .trim_end_matches('/')
             .to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trusted_proxies_match_addresses_and_ranges() {
+        let t: TrustedProxies = "10.0.0.0/8, 192.168.1.7,fd00::/8, 0.0.0.0/0"
+            .parse()
+            .unwrap();
+        assert!(t.contains("10.200.3.4".parse().unwrap()));
+        assert!(t.contains("fd12::1".parse().unwrap()));
+        assert!(!t.contains("fe80::1".parse().unwrap()));
+        let t: TrustedProxies = "10.0.0.0/8, 192.168.1.7".parse().unwrap();
+        assert!(t.contains("192.168.1.7".parse().unwrap()));
+        assert!(!t.contains("192.168.1.8".parse().unwrap()));
+        assert!(!t.contains("11.0.0.1".parse().unwrap()));
+        // A dual-stack socket shows IPv4 peers as ::ffff:a.b.c.d.
+        assert!(t.contains("::ffff:10.1.2.3".parse().unwrap()));
+        let all: TrustedProxies = "::/0".parse().unwrap();
+        assert!(all.contains("2001:db8::1".parse().unwrap()));
+        for bad in ["10.0.0.0/33", "example.com", "10.0.0.1/x"] {
+            assert!(bad.parse::<TrustedProxies>().is_err(), "{bad}");
+        }
+        let e = ServiceSettings::from_vars([("TRUSTED_PROXIES".into(), "nope".into())]);
+        assert!(e.unwrap_err().to_string().contains("TRUSTED_PROXIES"));
     }
 }

@@ -4,6 +4,7 @@
 //! [`router`] builds the whole API over an [`AppState`] (one pool, one S3 client, one metrics
 //! registry per process); [`cli`] is what `main.rs` runs: the server, and token management.
 
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;
@@ -40,6 +41,8 @@ pub struct UrlMetrics {
     pub link_redirects: IntCounterVec,
     /// Bytes streamed to clients in proxy mode.
     pub proxied_bytes: IntCounter,
+    /// Audit entries by result (`written`, `failed`).
+    pub audit_entries: IntCounterVec,
 }
 
 impl UrlMetrics {
@@ -74,6 +77,17 @@ impl UrlMetrics {
         registry.register(Box::new(presigned_issued.clone()))?;
         registry.register(Box::new(link_redirects.clone()))?;
         registry.register(Box::new(proxied_bytes.clone()))?;
+        let audit_entries = IntCounterVec::new(
+            Opts::new(
+                names::URL_AUDIT_ENTRIES,
+                "Audit entries (presigned URLs issued, share-link clicks) by result: written, failed.",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(audit_entries.clone()))?;
+        for result in ["written", "failed"] {
+            audit_entries.with_label_values(&[result]);
+        }
         // A zero for every outcome, so a dashboard shows the series before the first click.
         for outcome in LINK_OUTCOMES {
             link_redirects.with_label_values(&[outcome]);
@@ -84,6 +98,7 @@ impl UrlMetrics {
             presigned_issued,
             link_redirects,
             proxied_bytes,
+            audit_entries,
         })
     }
 }
@@ -110,10 +125,13 @@ pub struct AppState {
     pub metrics: UrlMetrics,
     /// The registry `/metrics` renders.
     pub registry: Registry,
+    /// Where downloads are recorded.
+    pub audit: audit::AuditLog,
 }
 
 impl AppState {
-    /// Builds the state and registers the metrics on a fresh registry.
+    /// Builds the state, registers the metrics on a fresh registry, and starts the audit
+    /// writer (so it needs a Tokio runtime).
     pub fn new(
         pool: PgPool,
         s3: aws_sdk_s3::Client,
@@ -130,7 +148,9 @@ impl AppState {
             }
             None => s3.clone(),
         };
+        let audit = audit::AuditLog::spawn(pool.clone(), metrics.audit_entries.clone());
         Ok(AppState {
+            audit,
             pool,
             presigner,
             s3,
@@ -185,6 +205,7 @@ pub fn router(state: AppState) -> Router {
             post(routes::links::create_link).get(routes::links::list_links),
         )
         .route("/v1/links/{id}", delete(routes::links::revoke_link))
+        .route("/v1/audit", get(routes::audit::list_audit))
         .route("/l/{token}", get(routes::links::follow_link))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), track))
         .fallback(routes::fallback)

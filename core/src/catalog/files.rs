@@ -327,6 +327,7 @@ pub async fn list_files(pool: &PgPool, q: &FileQuery<'_>) -> sqlx::Result<Vec<Fi
            and ($4::text is null or starts_with(f.path, $4))
            and ($5::text is null or f.status = $5)
            and f.id > $6
+           and ($8::text is null or f.path ilike '%' || $8 || '%')
          order by f.id
          limit $7",
     )
@@ -337,8 +338,22 @@ pub async fn list_files(pool: &PgPool, q: &FileQuery<'_>) -> sqlx::Result<Vec<Fi
     .bind(q.status)
     .bind(q.after_id)
     .bind(q.limit)
+    .bind(q.q.map(like_escape))
     .fetch_all(pool)
     .await
+}
+
+/// `text` as a LIKE pattern that matches it literally: `%`, `_` and `\` escaped with `\`, the
+/// default escape character.
+pub fn like_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Which of these keys some agent's non-deleted row claims (for `verify`'s orphan check).

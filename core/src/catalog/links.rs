@@ -54,19 +54,19 @@ pub async fn revoke_link(pool: &PgPool, id: i64) -> sqlx::Result<bool> {
 }
 
 /// Counts one download of a live link, atomically: the row is updated only while the link is
-/// not revoked, not expired, not used up, and its file is synced. Returns the file to serve, or
-/// None when the click must be refused (see [`link_by_hash`] for why).
-pub async fn click_link(pool: &PgPool, token_sha256: &str) -> sqlx::Result<Option<FileWithBucket>> {
-    sqlx::query_as::<_, FileWithBucket>(
+/// not revoked, not expired, not used up, and its file is synced. Returns the link's id and the
+/// file to serve, or None when the click must be refused (see [`link_by_hash`] for why).
+pub async fn click_link(pool: &PgPool, token_sha256: &str) -> sqlx::Result<Option<ClickedLink>> {
+    sqlx::query_as::<_, ClickedLink>(
         "with clicked as (
              update share_links l set downloads = l.downloads + 1
              from files f
              where l.token_sha256 = $1 and f.id = l.file_id and f.status = 'synced'
                and l.revoked_at is null and l.expires_at > now()
                and (l.max_downloads is null or l.downloads < l.max_downloads)
-             returning l.file_id
+             returning l.id as link_id, l.file_id
          )
-         select f.*, a.bucket, a.name as agent_name
+         select c.link_id, f.*, a.bucket, a.name as agent_name
          from clicked c join files f on f.id = c.file_id join agents a on a.id = f.agent_id",
     )
     .bind(token_sha256)

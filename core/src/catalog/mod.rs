@@ -14,11 +14,13 @@
 //! | [`unsyncable`] | `unsyncable_entries` |
 //! | [`tokens`] | `api_tokens` |
 //! | [`links`] | `share_links` |
+//! | [`audit`] | `audit_log` |
 //!
 //! Every function is re-exported here, so callers write `catalog::record_synced`.
 //! All queries use `sqlx::query`/`query_as` rather than the macros, so builds need no database.
 
 pub mod agents;
+pub mod audit;
 pub mod events;
 pub mod files;
 pub mod guards;
@@ -30,6 +32,7 @@ pub mod unsyncable;
 pub mod versions;
 
 pub use agents::*;
+pub use audit::*;
 pub use events::*;
 pub use files::*;
 pub use guards::*;

@@ -83,6 +83,14 @@ pub struct FileWithBucket {
     pub agent_name: String,
 }
 
+/// A share link just clicked, and the file it serves.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ClickedLink {
+    pub link_id: i64,
+    #[sqlx(flatten)]
+    pub file: FileWithBucket,
+}
+
 /// A row of `file_events`.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct FileEvent {
@@ -281,6 +289,8 @@ pub struct FileQuery<'a> {
     pub scope_prefix: Option<&'a str>,
     /// Only this status (`pending`, `synced`, `deleted`, `error`); None: any.
     pub status: Option<&'a str>,
+    /// Only paths containing this, case-insensitively (a trigram index serves it).
+    pub q: Option<&'a str>,
     /// Keyset cursor: only ids above this.
     pub after_id: i64,
     /// Page size.
@@ -300,4 +310,55 @@ pub struct ShareLink {
     pub max_downloads: Option<i32>,
     pub downloads: i32,
     pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// An audit entry to write: a presigned URL issued, or a share-link click.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAuditEntry {
+    /// When it happened.
+    pub at: DateTime<Utc>,
+    /// The file, once known (an unknown link names none).
+    pub file_id: Option<i64>,
+    /// The API token's name, or `link:<id>`.
+    pub actor: String,
+    /// `api`, `ui` or `link`.
+    pub channel: &'static str,
+    /// What was answered: issued, redirected, proxied, not_found, gone, refused, error.
+    pub outcome: &'static str,
+    /// The client's address (X-Forwarded-For only from TRUSTED_PROXIES).
+    pub client_ip: Option<std::net::IpAddr>,
+    /// The User-Agent header, cut to 512 bytes.
+    pub user_agent: Option<String>,
+}
+
+/// A row of `audit_log`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, sqlx::FromRow)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub file_id: Option<i64>,
+    pub actor: String,
+    pub channel: String,
+    pub outcome: String,
+    pub client_ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// Filters and page of [`super::audit_page`].
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery<'a> {
+    /// Only entries about this file.
+    pub file_id: Option<i64>,
+    /// Only entries by this actor.
+    pub actor: Option<&'a str>,
+    /// Only entries at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// The token's agent scope.
+    pub scope_agent: Option<&'a str>,
+    /// The token's path scope.
+    pub scope_prefix: Option<&'a str>,
+    /// Keyset cursor: only ids below this (0: none).
+    pub before_id: i64,
+    /// Page size.
+    pub limit: i64,
 }

@@ -23,11 +23,13 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use portail_core::catalog::FileWithBucket;
 
+use crate::audit::Client;
 use crate::auth::Caller;
 use crate::config::DownloadMode;
 use crate::error::ApiError;
 use crate::routes::files::{
-    content_disposition, ensure_servable, file_name, presign, visible_file, Disposition,
+    audit_outcome, content_disposition, ensure_servable, file_name, presign, visible_file,
+    Disposition,
 };
 use crate::routes::IdParam;
 use crate::AppState;
@@ -85,23 +87,42 @@ pub fn parse_range(value: Option<&str>, size: u64) -> ByteRange {
     ByteRange::Part { first, last }
 }
 
-/// `GET /v1/files/{id}/content`: the file's bytes, by DOWNLOAD_MODE.
+/// `GET /v1/files/{id}/content`: the file's bytes, by DOWNLOAD_MODE. Recorded in the audit
+/// log like `POST /v1/files/{id}/url` (outcome `redirected` or `proxied`).
 pub async fn file_content(
     State(state): State<AppState>,
     caller: Caller,
+    client: Client,
     IdParam(id): IdParam,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let file = visible_file(&state, &caller, id).await?;
+    let answer = content(&state, &caller, id, &headers).await;
+    let done = match state.settings.download_mode {
+        DownloadMode::Redirect => "redirected",
+        DownloadMode::Proxy => "proxied",
+    };
+    let outcome = audit_outcome(answer.as_ref().map(|_| done));
+    let entry = client.entry(Some(id), caller.0.name.clone(), "api", outcome);
+    state.audit.record(entry).await;
+    answer
+}
+
+async fn content(
+    state: &AppState,
+    caller: &Caller,
+    id: i64,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let file = visible_file(state, caller, id).await?;
     ensure_servable(&file)?;
     match state.settings.download_mode {
         DownloadMode::Redirect => {
             let disposition = content_disposition(Disposition::Attachment, file_name(&file));
             let ttl = state.settings.default_url_ttl.0;
-            let url = presign(&state, &file, ttl, Some(disposition)).await?.url;
+            let url = presign(state, &file, ttl, Some(disposition)).await?.url;
             Ok(redirect(url))
         }
-        DownloadMode::Proxy => stream_object(&state, &file, &headers).await,
+        DownloadMode::Proxy => stream_object(state, &file, headers).await,
     }
 }
 

@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use portail_core::catalog::{self, FileQuery, FileStatus, FileWithBucket};
 use serde::{Deserialize, Serialize};
 
+use crate::audit::Client;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::routes::{parse_json, IdParam};
@@ -59,6 +60,9 @@ pub struct PresignedUrl {
     pub expires_at: DateTime<Utc>,
 }
 
+/// Longest search text of `GET /v1/files?q=`.
+pub const MAX_QUERY_CHARS: usize = 256;
+
 /// Largest page of `GET /v1/files`.
 pub const MAX_PAGE: i64 = 1000;
 
@@ -72,6 +76,8 @@ pub struct ListParams {
     pub path_prefix: Option<String>,
     /// `synced` (default), `pending`, `deleted`, `error`, or `any`.
     pub status: Option<String>,
+    /// Only paths containing this text, case-insensitively, anywhere (1 to 256 characters).
+    pub q: Option<String>,
     /// Page size, 1 to 1000. Default 100.
     pub limit: Option<i64>,
     /// The `next_cursor` of the previous page.
@@ -123,6 +129,7 @@ pub async fn list_files(
         scope_agent: caller.0.agent_name.as_deref(),
         scope_prefix: caller.0.path_prefix.as_deref(),
         status,
+        q: p.q.as_deref().filter(|q| !q.is_empty()),
         after_id,
         limit: limit + 1,
     };
@@ -140,7 +147,19 @@ pub async fn list_files(
 /// empty page: PostgreSQL text cannot hold NUL, and catalog paths are relative and normalised
 /// (no leading `/`, no `..`), so `/docs` or `../` is a mistake worth reporting.
 fn check_filters(p: &ListParams) -> Result<(), ApiError> {
-    for (name, value) in [("agent", &p.agent), ("path_prefix", &p.path_prefix)] {
+    if p.q
+        .as_deref()
+        .is_some_and(|q| q.chars().count() > MAX_QUERY_CHARS)
+    {
+        return Err(ApiError::BadRequest(format!(
+            "q must be at most {MAX_QUERY_CHARS} characters"
+        )));
+    }
+    for (name, value) in [
+        ("agent", &p.agent),
+        ("path_prefix", &p.path_prefix),
+        ("q", &p.q),
+    ] {
         if value.as_deref().is_some_and(|v| v.contains('\0')) {
             return Err(ApiError::BadRequest(format!("{name} must not contain NUL")));
         }
@@ -298,17 +317,43 @@ pub fn sse_c_conflict() -> ApiError {
     }
 }
 
-/// `POST /v1/files/{id}/url`.
+/// `POST /v1/files/{id}/url`. Every answer, refusals included, goes to the audit log (channel
+/// `api`, actor the token's name); a request without a valid token never reaches here.
 pub async fn create_url(
     State(state): State<AppState>,
     caller: Caller,
+    client: Client,
     IdParam(id): IdParam,
     body: Bytes,
 ) -> Result<(StatusCode, Json<PresignedUrl>), ApiError> {
+    let answer = sign_url(&state, &caller, id, &body).await;
+    let outcome = audit_outcome(answer.as_ref().map(|_| "issued"));
+    let entry = client.entry(Some(id), caller.0.name.clone(), "api", outcome);
+    state.audit.record(entry).await;
+    Ok((StatusCode::CREATED, Json(answer?)))
+}
+
+/// The audit log's `outcome` for an answer.
+pub fn audit_outcome(answer: Result<&'static str, &ApiError>) -> &'static str {
+    match answer {
+        Ok(done) => done,
+        Err(ApiError::NotFound(_)) => "not_found",
+        Err(ApiError::Conflict { .. } | ApiError::BadRequest(_)) => "refused",
+        Err(_) => "error",
+    }
+}
+
+/// What `POST /v1/files/{id}/url` answers, before it is recorded.
+async fn sign_url(
+    state: &AppState,
+    caller: &Caller,
+    id: i64,
+    body: &[u8],
+) -> Result<PresignedUrl, ApiError> {
     let req: UrlRequest = if body.iter().all(u8::is_ascii_whitespace) {
         UrlRequest::default()
     } else {
-        parse_json(&body)?
+        parse_json(body)?
     };
     let seconds = match req.expires_in_seconds {
         None => state.settings.default_url_ttl.0.as_secs(),
@@ -319,10 +364,10 @@ pub async fn create_url(
             )))
         }
     };
-    let file = visible_file(&state, &caller, id).await?;
+    let file = visible_file(state, caller, id).await?;
     // A past version can be served even once the file is deleted: that is what it is for.
     let object = match req.version_id {
-        Some(v) => crate::routes::versions::version_object(&state, &file, v).await?,
+        Some(v) => crate::routes::versions::version_object(state, &file, v).await?,
         None => {
             ensure_servable(&file)?;
             (file.file.s3_key.clone(), None)
@@ -339,8 +384,7 @@ pub async fn create_url(
         }
     };
     let expires = Duration::from_secs(seconds);
-    let url = presign_object(&state, &file.bucket, &object, expires, disposition).await?;
-    Ok((StatusCode::CREATED, Json(url)))
+    presign_object(state, &file.bucket, &object, expires, disposition).await
 }
 
 #[cfg(test)]

@@ -8,7 +8,8 @@
 //!   for LINK_PRESIGN_TTL (or, with DOWNLOAD_MODE=proxy, the object streamed); 404 for an
 //!   unknown token; 410 for a revoked, expired or used-up link,
 //!   or one whose file was deleted. A click is counted by one conditional UPDATE, so
-//!   `max_downloads` holds under concurrent clicks.
+//!   `max_downloads` holds under concurrent clicks. Every click, whatever its outcome, goes to
+//!   the audit log (actor `link:<id>`, or `link:unknown`).
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};
@@ -19,6 +20,7 @@ use chrono::{DateTime, Utc};
 use portail_core::catalog::{self, FileWithBucket, ShareLink};
 use serde::{Deserialize, Serialize};
 
+use crate::audit::Client;
 use crate::auth::{self, Caller};
 use crate::config::DownloadMode;
 use crate::error::ApiError;
@@ -156,13 +158,13 @@ pub async fn revoke_link(
 pub async fn follow_link(
     State(state): State<AppState>,
     axum::extract::Path(token): axum::extract::Path<String>,
+    client: Client,
     headers: HeaderMap,
 ) -> Response {
     let proxy = state.settings.download_mode == DownloadMode::Proxy;
+    let (link, clicked) = click(&state, &token).await;
     // A file re-uploaded with SSE-C since the link was made cannot be opened either.
-    let clicked = click(&state, &token)
-        .await
-        .and_then(|f| ensure_servable(&f).map(|()| f));
+    let clicked = clicked.and_then(|f| ensure_servable(&f).map(|()| f));
     let outcome = match clicked {
         Ok(file) if proxy => stream_object(&state, &file, &headers).await,
         Ok(file) => presign(&state, &file, state.settings.link_presign_ttl.0, None)
@@ -182,6 +184,9 @@ pub async fn follow_link(
         .link_redirects
         .with_label_values(&[label])
         .inc();
+    let actor = link.map_or("link:unknown".into(), |(id, _)| format!("link:{id}"));
+    let entry = client.entry(link.map(|(_, file)| file), actor, "link", label);
+    state.audit.record(entry).await;
     match outcome {
         Ok(resp) => resp,
         Err(ApiError::Conflict { message, .. }) => (
@@ -194,22 +199,34 @@ pub async fn follow_link(
 }
 
 /// Counts one click of a live link and returns its file; 404 for an unknown token, 409 (410
-/// to the client) for a revoked, expired or used-up link or a deleted file.
-async fn click(state: &AppState, token: &str) -> Result<FileWithBucket, ApiError> {
+/// to the client) for a revoked, expired or used-up link or a deleted file. Also returns the
+/// link's id and file id when the token names a link, for the audit log.
+async fn click(
+    state: &AppState,
+    token: &str,
+) -> (Option<(i64, i64)>, Result<FileWithBucket, ApiError>) {
     // Anything that is not a well-formed token cannot match: skip the database.
     if !auth::is_link_token(token) {
-        return Err(ApiError::NotFound("link"));
+        return (None, Err(ApiError::NotFound("link")));
     }
     let hash = auth::token_hash(token);
-    match catalog::click_link(&state.pool, &hash).await? {
-        Some(file) => Ok(file),
-        None => match catalog::link_by_hash(&state.pool, &hash).await? {
-            None => Err(ApiError::NotFound("link")),
-            Some(_) => Err(ApiError::Conflict {
+    let clicked = match catalog::click_link(&state.pool, &hash).await {
+        Ok(c) => c,
+        Err(e) => return (None, Err(e.into())),
+    };
+    if let Some(c) = clicked {
+        return (Some((c.link_id, c.file.file.id)), Ok(c.file));
+    }
+    match catalog::link_by_hash(&state.pool, &hash).await {
+        Err(e) => (None, Err(e.into())),
+        Ok(None) => (None, Err(ApiError::NotFound("link"))),
+        Ok(Some(link)) => (
+            Some((link.id, link.file_id)),
+            Err(ApiError::Conflict {
                 code: "gone",
                 message: "this link was revoked, has expired, was used up, or its file was deleted"
                     .into(),
             }),
-        },
+        ),
     }
 }

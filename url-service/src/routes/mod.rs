@@ -1,5 +1,6 @@
 //! HTTP routes. Each submodule owns one resource; [`IdParam`] parses numeric path ids.
 
+pub mod audit;
 pub mod content;
 pub mod files;
 pub mod health;

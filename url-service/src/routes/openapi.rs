@@ -43,6 +43,7 @@ pub fn document() -> Value {
                 "parameters": [
                     {"name": "agent", "in": "query", "schema": {"type": "string"}},
                     {"name": "path_prefix", "in": "query", "schema": {"type": "string"}},
+                    {"name": "q", "in": "query", "description": "paths containing this text anywhere, ignoring case", "schema": {"type": "string", "minLength": 1, "maxLength": 256}},
                     {"name": "status", "in": "query", "schema": {"enum": ["synced", "pending", "deleted", "error", "any"], "default": "synced"}},
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}},
                     {"name": "cursor", "in": "query", "schema": {"type": "string"}}],
@@ -82,6 +83,15 @@ pub fn document() -> Value {
                     "responses": {"200": {"description": "{\"links\": [...]}"}, "401": error_response("no valid token"), "404": error_response("unknown or out of scope")}}},
             "/v1/links/{id}": {"delete": {"summary": "Revoke a link", "security": bearer, "parameters": [id_param("id")],
                 "responses": {"204": {"description": "revoked"}, "401": error_response("no valid token"), "404": error_response("unknown or out of scope")}}},
+            "/v1/audit": {"get": {"summary": "The audit log of presigned URLs and share-link clicks, newest first (keyset pagination)", "security": bearer,
+                "parameters": [
+                    {"name": "file_id", "in": "query", "schema": {"type": "integer"}},
+                    {"name": "actor", "in": "query", "description": "an API token's name, or link:<id>", "schema": {"type": "string"}},
+                    {"name": "since", "in": "query", "schema": {"type": "string", "format": "date-time"}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}},
+                    {"name": "cursor", "in": "query", "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "{\"entries\": [{\"id\", \"at\", \"file_id\", \"actor\", \"channel\", \"outcome\", \"client_ip\", \"user_agent\"}], \"next_cursor\"}"},
+                    "400": error_response("bad filter"), "401": error_response("no valid token")}}},
             "/l/{token}": {"get": {"summary": "Follow a share link (the token is the secret)",
                 "parameters": [{"name": "token", "in": "path", "required": true, "schema": {"type": "string"}}],
                 "responses": {"302": {"description": "redirect to a presigned URL valid for LINK_PRESIGN_TTL"},
