@@ -289,8 +289,8 @@ wrk.headers["Authorization"] = "Bearer %s"
 """
 
 
-def wrk(url, script=None, seconds=10):
-    cmd = ["wrk", "-t2", "-c32", f"-d{3 if QUICK else seconds}s", "--latency"]
+def wrk(url, script=None, seconds=10, connections=32):
+    cmd = ["wrk", "-t2", f"-c{connections}", f"-d{3 if QUICK else seconds}s", "--latency"]
     if script:
         cmd += ["-s", script]
     p = subprocess.run(cmd + [url], capture_output=True, text=True, timeout=120)
@@ -353,6 +353,56 @@ def case_url_service():
         raise SystemExit(f"audit log: {written} entries for {posts + clicks} requests")
     record("7b. audit entries per request answered (after shutdown)", "portail",
            written / (posts + clicks), "ratio", "{:.4f}" + f" ({written} for {posts + clicks})")
+
+
+WRK_GET_AUTH = """
+wrk.headers["Authorization"] = "Bearer %s"
+"""
+
+
+def case_search():
+    """Issue 15: `GET /v1/files?q=` for a 4-letter substring on a catalog of 1 000 000 rows
+    answers with p99 <= 50 ms (wrk -t2 -c8)."""
+    rows = 1_000_000 if not QUICK else 50_000
+    sql = f"""
+insert into agents (name, hostname, root, bucket) values ('search', 'h', '/r', 'b')
+  on conflict (name) do nothing;
+insert into files (agent_id, path, s3_key, size_bytes, mtime, status, md5)
+  select a.id, p, p, i, now(), 'synced', md5(i::text)
+  from agents a, generate_series(1, {rows}) i,
+       lateral (select 'share' || (i % 100) || '/dept' || (i % 37) || '/' ||
+                       md5(i::text) || '.txt' as p) x
+  where a.name = 'search'
+  on conflict do nothing;
+analyze files;
+"""
+    addr = f"127.0.0.1:{free_port()}"
+    env = {"AWS_BUCKET_NAME": "b", "LISTEN_ADDR": addr}
+    _, _, token = run([f"{BIN}/portail-url-service", "token", "create", "--name",
+                       f"search-{time.time_ns()}"], env=env)
+    # `token create` has run the migrations.
+    p = subprocess.run(["psql", DATABASE_URL, "-q", "-X", "-v", "ON_ERROR_STOP=1"], input=sql,
+                       capture_output=True, text=True)
+    if p.returncode != 0:
+        raise SystemExit(f"search rows failed:\n{p.stderr}")
+    svc = subprocess.Popen([f"{BIN}/portail-url-service", "serve"], env={**BASE_ENV, **env},
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_http(f"http://{addr}/healthz")
+        script = f"{WORK}/get.lua"
+        with open(script, "w") as f:
+            f.write(WRK_GET_AUTH % token.strip())
+        for q, what in [("a1b2", "rare: ~400 matches"), ("dept", "in every path")]:
+            url = f"http://{addr}/v1/files?agent=search&q={q}&limit=100"
+            with urllib.request.urlopen(urllib.request.Request(
+                    url, headers={"Authorization": f"Bearer {token.strip()}"})) as r:
+                got = len(json.load(r)["files"])
+            rps, p99, _ = wrk(url, script, connections=8)
+            record(f"11. GET /v1/files?q= on {rows} rows, {what} (wrk -t2 -c8)", "portail", p99,
+                   "ms p99", "p99 {:.1f} ms" + f", {rps:.0f} req/s, {got} on the first page")
+    finally:
+        svc.send_signal(signal.SIGTERM)
+        svc.wait(timeout=30)
 
 
 def curl_get(url, headers=()):
@@ -618,7 +668,7 @@ def main():
         time.sleep(0.5)
         cases = [case_small_files, case_big_file, case_many_files, case_memory, case_watch,
                  case_url_service, case_proxy_download, case_restore, case_restore_big,
-                 case_restore_scale]
+                 case_restore_scale, case_search]
         only = os.environ.get("BENCH_ONLY", "").split(",")
         for c in cases:
             if only != [""] and not any(o and o in c.__name__ for o in only):
