@@ -87,6 +87,9 @@ pub mod names {
     pub const URL_PROXIED_BYTES: &str = "portail_url_proxied_bytes_total";
     /// Audit entries written or failed (`result`).
     pub const URL_AUDIT_ENTRIES: &str = "portail_url_audit_entries_total";
+    /// Counter by `result` (`ok`, `bad_token`, `bad_csrf`, `rate_limited`): sign-in attempts on
+    /// the web pages.
+    pub const URL_UI_LOGINS: &str = "portail_url_ui_logins_total";
 }
 
 /// Registers `portail_build_info{service,version} 1`.

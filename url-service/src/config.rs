@@ -86,6 +86,9 @@ pub struct ServiceSettings {
     /// Default `90d`.
     #[serde(default = "default_audit_retention")]
     pub audit_retention: HumanDuration,
+    /// UI_SESSION_TTL: how long a sign-in to the web pages lasts. Default `12h`.
+    #[serde(default = "default_ui_session_ttl")]
+    pub ui_session_ttl: HumanDuration,
 }
 
 /// Addresses and CIDR ranges, parsed once from TRUSTED_PROXIES.
@@ -154,6 +157,9 @@ pub enum DownloadMode {
     Proxy,
 }
 
+fn default_ui_session_ttl() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(12 * 3600))
+}
 fn default_audit_retention() -> HumanDuration {
     HumanDuration(std::time::Duration::from_secs(90 * 86_400))
 }
@@ -192,6 +198,7 @@ impl FromEnv for ServiceSettings {
         ("HTTP_HEADER_TIMEOUT", ValueKind::Duration),
         ("HTTP_BODY_TIMEOUT", ValueKind::Duration),
         ("AUDIT_RETENTION", ValueKind::Duration),
+        ("UI_SESSION_TTL", ValueKind::Duration),
         ("TRUSTED_PROXIES", ValueKind::Parsed(check_proxies)),
     ];
 }
@@ -212,6 +219,7 @@ impl ServiceSettings {
             http_max_connections: default_max_connections(),
             trusted_proxies: TrustedProxies::default(),
             audit_retention: default_audit_retention(),
+            ui_session_ttl: default_ui_session_ttl(),
         }
     }
 

@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod routes;
 pub mod server;
+pub mod ui;
 
 use std::time::Instant;
 
@@ -43,6 +44,8 @@ pub struct UrlMetrics {
     pub proxied_bytes: IntCounter,
     /// Audit entries by result (`written`, `failed`).
     pub audit_entries: IntCounterVec,
+    /// Web sign-in attempts by result.
+    pub ui_logins: IntCounterVec,
 }
 
 impl UrlMetrics {
@@ -88,6 +91,17 @@ impl UrlMetrics {
         for result in ["written", "failed"] {
             audit_entries.with_label_values(&[result]);
         }
+        let ui_logins = IntCounterVec::new(
+            Opts::new(
+                names::URL_UI_LOGINS,
+                "Sign-in attempts on the web pages by result: ok, bad_token, bad_csrf, rate_limited.",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(ui_logins.clone()))?;
+        for result in ui::session::LOGIN_RESULTS {
+            ui_logins.with_label_values(&[result]);
+        }
         // A zero for every outcome, so a dashboard shows the series before the first click.
         for outcome in LINK_OUTCOMES {
             link_redirects.with_label_values(&[outcome]);
@@ -99,6 +113,7 @@ impl UrlMetrics {
             link_redirects,
             proxied_bytes,
             audit_entries,
+            ui_logins,
         })
     }
 }
@@ -127,6 +142,8 @@ pub struct AppState {
     pub registry: Registry,
     /// Where downloads are recorded.
     pub audit: audit::AuditLog,
+    /// Sign-in attempts per client address.
+    pub logins: std::sync::Arc<ui::session::LoginLimiter>,
 }
 
 impl AppState {
@@ -151,6 +168,7 @@ impl AppState {
         let audit = audit::AuditLog::spawn(pool.clone(), metrics.audit_entries.clone());
         Ok(AppState {
             audit,
+            logins: Default::default(),
             pool,
             presigner,
             s3,
@@ -207,6 +225,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/links/{id}", delete(routes::links::revoke_link))
         .route("/v1/audit", get(routes::audit::list_audit))
         .route("/l/{token}", get(routes::links::follow_link))
+        .merge(ui::router())
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), track))
         .fallback(routes::fallback)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))

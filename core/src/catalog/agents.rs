@@ -30,3 +30,10 @@ pub async fn agent_id_by_name(pool: &PgPool, name: &str) -> sqlx::Result<Option<
         .fetch_optional(pool)
         .await
 }
+
+/// Every agent's name, in order.
+pub async fn agent_names(pool: &PgPool) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar("select name from agents order by name")
+        .fetch_all(pool)
+        .await
+}

@@ -393,3 +393,98 @@ pub async fn live_rows_under(
     .fetch_all(pool)
     .await
 }
+
+/// The names of the subfolders of `dir` ('' or a path ending in '/') holding synced files, in
+/// byte order, after the subfolder `after`, at most `limit`. A skip scan over
+/// `files_agent_dir_path_idx`: one index probe per subfolder, however many files are below.
+pub async fn subfolders(
+    pool: &PgPool,
+    agent_id: i64,
+    dir: &str,
+    after: Option<&str>,
+    limit: i64,
+) -> sqlx::Result<Vec<String>> {
+    // Every folder below `dir` sorts in [start, end): after `dir` itself and before the first
+    // string past its prefix ('0' follows '/'); a subfolder's own subtree ends before name||'0'.
+    let start = match after {
+        Some(a) => format!("{dir}{a}0"),
+        None => format!("{dir}\u{1}"),
+    };
+    let end = dir.strip_suffix('/').map(|d| format!("{d}0"));
+    sqlx::query_scalar::<_, String>(
+        r#"with recursive sub(name) as (
+               (select split_part(substr(f.dir, char_length($2) + 1), '/', 1)
+                from files f
+                where f.agent_id = $1 and f.status = 'synced'
+                  and f.dir collate "C" >= $3
+                  and ($4::text is null or f.dir collate "C" < $4)
+                order by f.dir collate "C" limit 1)
+               union all
+               (select (select split_part(substr(f.dir, char_length($2) + 1), '/', 1)
+                        from files f
+                        where f.agent_id = $1 and f.status = 'synced'
+                          and f.dir collate "C" >= $2 || s.name || '0'
+                          and ($4::text is null or f.dir collate "C" < $4)
+                        order by f.dir collate "C" limit 1)
+                from sub s where s.name is not null)
+           )
+           select name from sub where name is not null limit $5"#,
+    )
+    .bind(agent_id)
+    .bind(dir)
+    .bind(start)
+    .bind(end)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// A page of the synced files directly in a folder, sorted by name (byte order), size (largest
+/// first) or time (newest first), after the cursor (the previous page's last sort key and id).
+pub async fn folder_files(pool: &PgPool, q: &FolderQuery<'_>) -> sqlx::Result<Vec<FileWithBucket>> {
+    let (keyset, order) = match q.sort {
+        "size" => (
+            "($5::text is null or (f.size_bytes, f.id) < ($5::int8, $6))",
+            "f.size_bytes desc, f.id desc",
+        ),
+        "time" => (
+            "($5::text is null or (f.mtime, f.id) < ($5::timestamptz, $6))",
+            "f.mtime desc, f.id desc",
+        ),
+        _ => (
+            r#"($5::text is null or f.path collate "C" > $5)"#,
+            r#"f.path collate "C""#,
+        ),
+    };
+    let sql = format!(
+        r#"select f.*, a.bucket, a.name as agent_name
+           from files f join agents a on a.id = f.agent_id
+           where f.agent_id = $1 and f.dir collate "C" = $2 and f.status = 'synced'
+             and ($3::text is null or starts_with(f.path, $3))
+             and {keyset} and $6::int8 is not null
+           order by {order}
+           limit $4"#
+    );
+    let (key, id) = q.after.clone().unzip();
+    sqlx::query_as::<_, FileWithBucket>(&sql)
+        .bind(q.agent_id)
+        .bind(q.dir)
+        .bind(q.scope_prefix)
+        .bind(q.limit)
+        .bind(key)
+        .bind(id.unwrap_or(0))
+        .fetch_all(pool)
+        .await
+}
+
+/// How many synced files are directly in a folder.
+pub async fn folder_file_count(pool: &PgPool, agent_id: i64, dir: &str) -> sqlx::Result<i64> {
+    sqlx::query_scalar(
+        r#"select count(*) from files
+           where agent_id = $1 and dir collate "C" = $2 and status = 'synced'"#,
+    )
+    .bind(agent_id)
+    .bind(dir)
+    .fetch_one(pool)
+    .await
+}

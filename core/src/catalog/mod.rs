@@ -15,6 +15,7 @@
 //! | [`tokens`] | `api_tokens` |
 //! | [`links`] | `share_links` |
 //! | [`audit`] | `audit_log` |
+//! | [`sessions`] | `ui_sessions` |
 //!
 //! Every function is re-exported here, so callers write `catalog::record_synced`.
 //! All queries use `sqlx::query`/`query_as` rather than the macros, so builds need no database.
@@ -27,6 +28,7 @@ pub mod guards;
 pub mod journal;
 pub mod links;
 mod models;
+pub mod sessions;
 pub mod tokens;
 pub mod unsyncable;
 pub mod versions;
@@ -39,6 +41,7 @@ pub use guards::*;
 pub use journal::*;
 pub use links::*;
 pub use models::*;
+pub use sessions::*;
 pub use tokens::*;
 pub use unsyncable::*;
 pub use versions::*;

@@ -362,3 +362,28 @@ pub struct AuditQuery<'a> {
     /// Page size.
     pub limit: i64,
 }
+
+/// A live web session: the CSRF secret its forms carry, and the API token it acts as.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UiSession {
+    pub csrf: String,
+    #[sqlx(flatten)]
+    pub token: ApiToken,
+}
+
+/// One page of a folder, for the web pages.
+#[derive(Debug, Clone, Default)]
+pub struct FolderQuery<'a> {
+    /// The agent.
+    pub agent_id: i64,
+    /// The folder: '' (the root) or a path ending in '/'.
+    pub dir: &'a str,
+    /// The token's path scope.
+    pub scope_prefix: Option<&'a str>,
+    /// `name`, `size` (largest first) or `time` (newest first).
+    pub sort: &'a str,
+    /// Keyset cursor: the last row of the previous page (its sort key and id).
+    pub after: Option<(String, i64)>,
+    /// Page size.
+    pub limit: i64,
+}
