@@ -14,6 +14,8 @@
 # pg_stop DIR      stops it.
 # ensure_moto      installs moto's S3 server (pinned, in a virtualenv under the user's cache)
 #                  for the few tests s3s-fs cannot serve, and exports PORTAIL_MOTO_SERVER.
+# ensure_chromium  installs Debian's chromium and chromium-driver (the browser tests of the web
+#                  pages) and exports PORTAIL_CHROMEDRIVER.
 
 target_dir() {
   printf '%s\n' "${CARGO_TARGET_DIR:-$PWD/target}"
@@ -43,6 +45,19 @@ ensure_deps() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
   fi
   command -v cargo >/dev/null 2>&1 || { echo "cargo is missing: install Rust (rustup) first" >&2; return 1; }
+}
+
+# Debian's Chromium and its WebDriver, for the tests of the web pages (tests/tests/ui_browser.rs);
+# exports PORTAIL_CHROMEDRIVER.
+ensure_chromium() {
+  if [ ! -x /usr/bin/chromedriver ] || [ ! -x /usr/bin/chromium ]; then
+    echo "installing: chromium chromium-driver" >&2
+    local sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium chromium-driver >&2
+  fi
+  export PORTAIL_CHROMEDRIVER=/usr/bin/chromedriver
 }
 
 MOTO_VERSION=5.2.5

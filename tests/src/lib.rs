@@ -10,6 +10,7 @@
 //!
 //! Nothing here reaches beyond loopback.
 
+pub mod browser;
 pub mod compose;
 pub mod config_vars;
 pub mod fault;

@@ -101,6 +101,7 @@ pub fn layout(title: &str, signed_in: Option<&str>, body: Markup) -> Markup {
                     @if let Some(csrf) = signed_in {
                         form.search action="/ui/" method="get" {
                             input type="search" name="q" placeholder="Search by name" aria-label="Search by name";
+                            button type="submit" { "Search" }
                         }
                         nav {
                             a href="/ui/audit" { "Audit log" }
