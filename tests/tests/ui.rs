@@ -348,3 +348,73 @@ async fn scopes_hold_and_a_revoked_token_or_an_expired_session_ends_the_session(
         .unwrap();
     assert_eq!(location(&b.get("/ui/").await), "/ui/login");
 }
+
+/// Catalog rows written directly (the pages read only the catalog): `paths` as synced files.
+async fn add_rows(env: &TestEnv, agent_id: i64, paths: &[String]) {
+    sqlx::query(
+        "insert into files (agent_id, path, s3_key, size_bytes, mtime, status, md5)
+         select $1, p, p, length(p), now() - length(p) * interval '1 second', 'synced',
+                md5(p)
+         from unnest($2::text[]) p",
+    )
+    .bind(agent_id)
+    .bind(paths)
+    .execute(&env.db.pool)
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_big_folder_pages_and_subfolders_are_listed_once_whatever_their_names() {
+    let (env, svc) = world().await;
+    let agent = env.settings().agent_name();
+    let agent_id = portail_core::catalog::agent_id_by_name(&env.db.pool, &agent)
+        .await
+        .unwrap()
+        .unwrap();
+    let many: Vec<String> = (0..1005).map(|i| format!("many/f{i:05}.bin")).collect();
+    // Names that sort around '/': a file "x" next to folders "x-y/", "x.d/" and "x/".
+    let tricky = [
+        "t/x",
+        "t/x.txt",
+        "t/x-y/1",
+        "t/x.d/2",
+        "t/x/3",
+        "t/x/deep/4",
+        "t/z/5",
+    ];
+    add_rows(&env, agent_id, &many).await;
+    add_rows(&env, agent_id, &tricky.map(String::from)).await;
+    let mut b = Browser::new(&svc);
+    b.sign_in(&svc.token).await;
+
+    let (_, first) = b.page(&format!("/ui/?agent={agent}&dir=many/")).await;
+    assert!(first.contains("more than 1000 files"), "{first}");
+    let next_at = first.find("class=\"next\" href=\"").unwrap() + 19;
+    let next = first[next_at..first[next_at..].find('"').unwrap() + next_at].replace("&amp;", "&");
+    let (_, second) = b.page(&next).await;
+    let names = |page: &str| -> Vec<String> {
+        page.match_indices(">f0")
+            .map(|(i, _)| page[i + 1..i + 11].to_string())
+            .collect()
+    };
+    let mut all = names(&first);
+    all.extend(names(&second));
+    let expected: Vec<String> = many.iter().map(|p| p[5..].to_string()).collect();
+    assert_eq!(all, expected, "every file once, in order, over two pages");
+    // By size (1005 files is sortable): largest first, an exact count.
+    let (_, by_size) = b
+        .page(&format!("/ui/?agent={agent}&dir=many/&sort=size"))
+        .await;
+    assert!(by_size.contains("1005 files") && by_size.contains("<strong>size</strong>"));
+
+    let (_, t) = b.page(&format!("/ui/?agent={agent}&dir=t/")).await;
+    for folder in ["x-y/", "x.d/", "x/", "z/"] {
+        assert_eq!(
+            t.matches(&format!(">{folder}<")).count(),
+            1,
+            "{folder} in {t}"
+        );
+    }
+    assert!(t.contains("4 folders, 2 files"), "{t}");
+}

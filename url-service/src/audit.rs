@@ -73,8 +73,8 @@ impl AuditLog {
     }
 }
 
-/// Deletes entries older than `retention` (AUDIT_RETENTION), at start and then hourly. A
-/// failed purge is logged and tried again an hour later.
+/// Deletes entries older than `retention` (AUDIT_RETENTION), and expired web sessions, at
+/// start and then hourly. A failed purge is logged and tried again an hour later.
 pub fn spawn_purge(pool: PgPool, retention: std::time::Duration) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
@@ -85,6 +85,10 @@ pub fn spawn_purge(pool: PgPool, retention: std::time::Duration) -> JoinHandle<(
                 Ok(0) => {}
                 Ok(n) => tracing::info!(entries = n, "audit entries past AUDIT_RETENTION deleted"),
                 Err(e) => tracing::error!(error = %e, "audit purge failed"),
+            }
+            // Expired web sessions are refused already; this only keeps the table small.
+            if let Err(e) = catalog::purge_sessions(&pool).await {
+                tracing::error!(error = %e, "session purge failed");
             }
         }
     })

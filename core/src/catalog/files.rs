@@ -410,21 +410,26 @@ pub async fn subfolders(
         Some(a) => format!("{dir}{a}0"),
         None => format!("{dir}\u{1}"),
     };
-    let end = dir.strip_suffix('/').map(|d| format!("{d}0"));
+    // Both bounds in the index condition: a filter on the upper one made a folder with no
+    // subfolder read every row after it (627 ms on 400 000 rows). At the root the bound is the
+    // last code point, past any path.
+    let end = dir
+        .strip_suffix('/')
+        .map_or_else(|| "\u{10FFFF}".to_string(), |d| format!("{d}0"));
     sqlx::query_scalar::<_, String>(
         r#"with recursive sub(name) as (
                (select split_part(substr(f.dir, char_length($2) + 1), '/', 1)
                 from files f
                 where f.agent_id = $1 and f.status = 'synced'
                   and f.dir collate "C" >= $3
-                  and ($4::text is null or f.dir collate "C" < $4)
+                  and f.dir collate "C" < $4
                 order by f.dir collate "C" limit 1)
                union all
                (select (select split_part(substr(f.dir, char_length($2) + 1), '/', 1)
                         from files f
                         where f.agent_id = $1 and f.status = 'synced'
                           and f.dir collate "C" >= $2 || s.name || '0'
-                          and ($4::text is null or f.dir collate "C" < $4)
+                          and f.dir collate "C" < $4
                         order by f.dir collate "C" limit 1)
                 from sub s where s.name is not null)
            )
@@ -477,14 +482,23 @@ pub async fn folder_files(pool: &PgPool, q: &FolderQuery<'_>) -> sqlx::Result<Ve
         .await
 }
 
-/// How many synced files are directly in a folder.
-pub async fn folder_file_count(pool: &PgPool, agent_id: i64, dir: &str) -> sqlx::Result<i64> {
+/// How many synced files are directly in a folder, counting no further than `cap` (an exact
+/// count of a folder of 100 000 files took 60 ms and more: it reads every row).
+pub async fn folder_file_count(
+    pool: &PgPool,
+    agent_id: i64,
+    dir: &str,
+    cap: i64,
+) -> sqlx::Result<i64> {
     sqlx::query_scalar(
-        r#"select count(*) from files
-           where agent_id = $1 and dir collate "C" = $2 and status = 'synced'"#,
+        r#"select count(*) from (
+               select 1 from files
+               where agent_id = $1 and dir collate "C" = $2 and status = 'synced'
+               limit $3) f"#,
     )
     .bind(agent_id)
     .bind(dir)
+    .bind(cap)
     .fetch_one(pool)
     .await
 }

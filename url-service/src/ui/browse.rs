@@ -4,7 +4,8 @@
 //! - `GET /ui/?agent=NAME&dir=a/b/&sort=name|size|time&after=CURSOR` shows one folder:
 //!   breadcrumbs, its subfolders (a skip scan: one index probe per subfolder), then its files,
 //!   [`PAGE`] at a time with a "Next" link (keyset on the sort key), so a folder of 100 000
-//!   files is never loaded whole. Sorting by size or time orders the folder's own files.
+//!   files is never loaded whole. Sorting by size or time orders the folder's own files, in
+//!   folders of up to [`SORTABLE`] files.
 //! - `GET /ui/?q=TEXT&after=ID` lists files whose path contains TEXT, ignoring case, exactly as
 //!   `GET /v1/files?q=` does.
 
@@ -20,6 +21,11 @@ use crate::AppState;
 
 /// Rows per page (folders, files, search results, audit entries).
 pub const PAGE: i64 = 1000;
+
+/// Files counted per folder at most, and the largest folder sorted by size or time: those
+/// sorts read every file of the folder (no index orders a folder by size or time: two more
+/// indexes on `files` would cost every sync), so beyond this a folder is shown by name.
+pub const SORTABLE: i64 = 10_000;
 
 /// Query of `GET /ui/`.
 #[derive(Debug, Default, Deserialize)]
@@ -94,9 +100,17 @@ async fn folder(
     let agent_id = catalog::agent_id_by_name(&state.pool, agent)
         .await?
         .ok_or_else(not_found)?;
-    let sort = match p.sort.as_deref() {
-        Some("size") => "size",
-        Some("time") => "time",
+    // Counted (up to SORTABLE + 1, 6 ms for a big folder) only to allow a sort by size or
+    // time; by name a full page says "more than 1000".
+    let wants = p.sort.as_deref().unwrap_or("name");
+    let counted = match wants {
+        "size" | "time" => {
+            Some(catalog::folder_file_count(&state.pool, agent_id, &dir, SORTABLE + 1).await?)
+        }
+        _ => None,
+    };
+    let sort = match wants {
+        "size" | "time" if counted.is_some_and(|c| c <= SORTABLE) => wants,
         _ => "name",
     };
     let after = p.after.as_deref().and_then(parse_cursor);
@@ -120,13 +134,25 @@ async fn folder(
     let mut files = catalog::folder_files(&state.pool, &query).await?;
     let more = files.len() as i64 > PAGE;
     files.truncate(PAGE as usize);
-    let count = catalog::folder_file_count(&state.pool, agent_id, &dir).await?;
     let next = more
         .then(|| files.last().map(|f| cursor(sort, f)))
         .flatten();
+    let count = match counted {
+        Some(c) if c > SORTABLE => Count::MoreThan(SORTABLE),
+        Some(c) => Count::Exactly(c),
+        None if more || p.after.is_some() => Count::MoreThan(PAGE),
+        None => Count::Exactly(files.len() as i64),
+    };
     Ok(folder_page(
         agent, &dir, sort, &folders, &files, count, next,
     ))
+}
+
+/// How many files a folder holds, as far as the page knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Count {
+    Exactly(i64),
+    MoreThan(i64),
 }
 
 /// The keyset cursor after `f` for a sort: `KEY|ID`.
@@ -150,7 +176,7 @@ fn folder_page(
     sort: &str,
     folders: &[String],
     files: &[FileWithBucket],
-    count: i64,
+    count: Count,
     next: Option<String>,
 ) -> Markup {
     let base = format!("/ui/?agent={}&dir={}", q(agent), q(dir));
@@ -163,10 +189,16 @@ fn folder_page(
                 a href={ "/ui/?agent=" (q(agent)) "&dir=" (q(&crumb(dir, i))) } { (part) }
             }
         }
-        p.counts { (folders.len()) " folders, " (count) " files" }
-        p.sort { "Sort: "
-            @for (key, label) in [("name", "name"), ("size", "size"), ("time", "time")] {
-                @if key == sort { strong { (label) } } @else { a href={ (base) "&sort=" (key) } { (label) } } " "
+        p.counts { (folders.len()) " folders, "
+            @match count { Count::Exactly(n) => { (n) }, Count::MoreThan(n) => { "more than " (n) } }
+            " files" }
+        @if count == Count::MoreThan(SORTABLE) {
+            p.sort { "Sorted by name (sorting by size or time is offered up to " (SORTABLE) " files a folder)." }
+        } @else {
+            p.sort { "Sort: "
+                @for (key, label) in [("name", "name"), ("size", "size"), ("time", "time")] {
+                    @if key == sort { strong { (label) } } @else { a href={ (base) "&sort=" (key) } { (label) } } " "
+                }
             }
         }
         table.entries {
