@@ -186,20 +186,10 @@ async fn share_follow_and_revoke(c: &Client, svc: &TestUrlService) {
     let link = c.find(Locator::Id("new-link")).await.unwrap();
     let url = link.prop("value").await.unwrap().unwrap();
     let path = &url[url.find("/l/").unwrap()..];
-    // Following the link downloads the file: it lands in the download directory again.
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::limited(2))
-        .build()
-        .unwrap();
-    let bytes = http
-        .get(svc.url(path))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    assert_eq!(&bytes[..], b"the plan, exactly");
+    // Following the link in the browser: a redirect to S3, which shows the text file.
+    c.goto(&svc.url(path)).await.unwrap();
+    let shown = c.source().await.unwrap();
+    assert!(shown.contains("the plan, exactly"), "{shown}");
     c.goto(file_page.as_str()).await.unwrap();
     assert!(body_text(c).await.contains("1 / 3"), "one click of three");
     click(c, "button.revoke").await;
