@@ -11,6 +11,27 @@ use std::time::Duration;
 use fantoccini::{Client, ClientBuilder};
 use tokio::process::{Child, Command};
 
+/// chromedriver's log endpoint (not in the W3C API): the browser console since the last call.
+#[derive(Debug)]
+struct BrowserLog;
+
+impl fantoccini::wd::WebDriverCompatibleCommand for BrowserLog {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!(
+            "session/{}/se/log",
+            session_id.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        (http::Method::POST, Some(r#"{"type": "browser"}"#.into()))
+    }
+}
+
 /// A headless Chromium session.
 #[derive(Debug)]
 pub struct Chrome {
@@ -22,6 +43,23 @@ pub struct Chrome {
 }
 
 impl Chrome {
+    /// The console's errors since the last call (the browser's own request for /favicon.ico,
+    /// which this service does not serve, aside).
+    pub async fn console_errors(&self) -> Vec<String> {
+        let log = self
+            .client
+            .issue_cmd(BrowserLog)
+            .await
+            .expect("browser log");
+        log.as_array()
+            .expect("a list of entries")
+            .iter()
+            .filter(|e| e["level"] == "SEVERE")
+            .map(|e| e["message"].as_str().unwrap_or_default().to_string())
+            .filter(|m| !m.contains("/favicon.ico"))
+            .collect()
+    }
+
     /// Starts chromedriver on a free port and opens a headless session.
     pub async fn start() -> Chrome {
         let bin = std::env::var("PORTAIL_CHROMEDRIVER")
@@ -51,6 +89,11 @@ impl Chrome {
             }
         });
         caps.insert("goog:chromeOptions".into(), options);
+        // Keep the console, for [`Chrome::console_errors`].
+        caps.insert(
+            "goog:loggingPrefs".into(),
+            serde_json::json!({"browser": "ALL"}),
+        );
         let url = format!("http://127.0.0.1:{port}");
         let mut last = None;
         for _ in 0..100 {

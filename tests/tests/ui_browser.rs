@@ -127,6 +127,17 @@ async fn a_person_signs_in_browses_searches_downloads_shares_and_signs_out() {
     // The hostile name is shown as text, and runs nothing.
     assert!(body_text(c).await.contains(HOSTILE));
     assert_nothing_ran(c).await;
+    let errors = chrome.console_errors().await;
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+    // The console check can fail: an error written now is seen.
+    c.execute("console.error('portail-probe')", vec![])
+        .await
+        .unwrap();
+    let probe = chrome.console_errors().await;
+    assert!(
+        probe.iter().any(|m| m.contains("portail-probe")),
+        "{probe:?}"
+    );
     click_link(c, "apollo/").await;
     shot(c, "folder").await;
     let text = body_text(c).await;
