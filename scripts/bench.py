@@ -3,14 +3,17 @@
 starts PostgreSQL and exports the variables below). Do not run this file directly.
 
 Every tool talks to the same dev-s3 (s3s-fs with SigV4) on loopback, each in its own bucket.
-Each case runs RUNS times with the tools interleaved (A B C A B C ...), and the medians are
-reported. Output: a markdown table on stdout and in BENCHMARKS.md.
+Each case runs RUNS times with the tools interleaved (A B C A B C ...); the table shows each
+tool's median and worst run, and portail's ratio against it: the median and the worst of the
+per-round ratios. Output: a markdown table on stdout and between the markers of
+BENCHMARKS.md (the text around them is kept).
 
 Environment: BENCH_WORK (scratch dir), BENCH_QUICK (1 for the smoke run), BIN (release
 binaries), RCLONE, AWSCLI, DATABASE_URL.
 """
 
 import calendar
+import contextlib
 import datetime
 import json
 import os
@@ -22,6 +25,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -33,7 +37,7 @@ BIN = os.environ["BIN"]
 RCLONE = os.environ["RCLONE"]
 AWSCLI = os.environ["AWSCLI"]
 DATABASE_URL = os.environ["DATABASE_URL"]
-RUNS = 1 if QUICK else 3
+RUNS = 1 if QUICK else 5
 ACCESS, SECRET = "bench-access-key", "bench-secret-key-0123456789"
 
 SIZES = {
@@ -43,6 +47,7 @@ SIZES = {
     "many_files": (100_000, 5000),
     "huge_tree": (1_000_000, 20_000),
     "watch_count": (1000, 100),
+    "watch_load": (20_000, 2000),
 }
 
 
@@ -102,11 +107,22 @@ def run(cmd, env=None, check=True, timeout=3600):
 _bucket_seq = 0
 
 
-def new_bucket(tag):
+# Buckets in memory: a tmpfs directory, linked into the server's root.
+MEMORY = f"/dev/shm/portail-bench-{os.getpid()}"
+
+
+def new_bucket(tag, memory=False):
+    """A new bucket (s3s-fs: a directory). With `memory`, its objects live in tmpfs: this
+    disk slows down for minutes after mass deletes, which made the rounds of case 1 vary from
+    1.3 to 4.3 s for the same tool; every tool of such a case gets a bucket in memory."""
     global _bucket_seq
     _bucket_seq += 1
     name = f"{tag}-{_bucket_seq}"
-    os.makedirs(f"{WORK}/s3/{name}")  # s3s-fs: a bucket is a directory
+    if memory:
+        os.makedirs(f"{MEMORY}/{name}")
+        os.symlink(f"{MEMORY}/{name}", f"{WORK}/s3/{name}")
+    else:
+        os.makedirs(f"{WORK}/s3/{name}")
     return name
 
 
@@ -115,8 +131,7 @@ def portail(bucket, src, agent, extra=None):
     return run([f"{BIN}/portail-agent", "sync"], env=env)
 
 
-def rclone(bucket, src, fast):
-    flags = ["--transfers", "16", "--checkers", "16"] if fast else []
+def rclone(bucket, src, flags):
     return run([RCLONE, "sync", src, f"bench:{bucket}"] + flags)
 
 
@@ -125,12 +140,54 @@ def aws(bucket, src):
                 "--only-show-errors"])
 
 
-PEERS = {
-    "portail": None,
-    "rclone (defaults)": lambda b, s: rclone(b, s, False),
-    "rclone --transfers 16 --checkers 16": lambda b, s: rclone(b, s, True),
-    "aws s3 sync": aws,
-}
+def rclone_tuned(n):
+    """rclone at a tuned setting (issue 14): n transfers and checkers, no bucket check, and
+    no listing of the (empty) destination on the first upload. The resync lists (with
+    --no-traverse it would HEAD every file)."""
+    return ["--transfers", str(n), "--checkers", str(n), "--s3-no-check-bucket"]
+
+
+def ceiling(bucket, src):
+    """The ceiling: bare SDK PUTs of the same files from memory, as many in flight as portail
+    (its default UPLOAD_CONCURRENCY, 16). Only the PUTs are timed."""
+    _, _, out = run([f"{BIN}/bench-ceiling", "--root", src, "--concurrency", "16"],
+                    env={"AWS_BUCKET_NAME": bucket})
+    return json.loads(out)["seconds"]
+
+
+CEILING = "ceiling: bare SDK PUTs from memory, 16 in flight"
+RCLONE_OLD = "rclone --transfers 16 --checkers 16"
+
+
+def drop_bucket(name):
+    """Removes a bucket and its objects."""
+    path = f"{WORK}/s3/{name}"
+    if os.path.islink(path):
+        shutil.rmtree(os.readlink(path))
+        os.unlink(path)
+    else:
+        shutil.rmtree(path)
+
+
+def upload_peers():
+    """Case 1 and 2: name -> fn(bucket, src) -> (first upload s, no-change resync s or None).
+    Every rclone setting is timed; the fastest median is the peer the targets use."""
+    def portail_both(b, src):
+        agent = f"c1-{b}"
+        return portail(b, src, agent)[0], portail(b, src, agent)[0]
+
+    def rclone_both(flags, first_extra):
+        return lambda b, src: (rclone(b, src, flags + first_extra)[0], rclone(b, src, flags)[0])
+
+    peers = {"portail": portail_both,
+             CEILING: lambda b, src: (ceiling(b, src), None),
+             "rclone (defaults)": rclone_both([], []),
+             RCLONE_OLD: rclone_both(["--transfers", "16", "--checkers", "16"], [])}
+    for n in (16, 32, 64):
+        name = f"rclone --transfers {n} --checkers {n} --s3-no-check-bucket (+ --no-traverse on the first upload)"
+        peers[name] = rclone_both(rclone_tuned(n), ["--no-traverse"])
+    peers["aws s3 sync"] = lambda b, src: (aws(b, src)[0], aws(b, src)[0])
+    return peers
 
 
 def gen_tree(root, files, dirs, size_bytes):
@@ -154,6 +211,7 @@ def med(xs):
 
 
 RESULTS = []  # (case, tool, figure text, raw value, unit)
+RATIOS = {}  # (case, tool) -> (median, worst) of the per-round ratios, portail against the tool
 
 
 def record(case, tool, value, unit, fmt):
@@ -165,24 +223,21 @@ def case_small_files():
     n = size("small_files")
     src = f"{WORK}/small"
     gen_tree(src, n, 50, 4096)
-    first = {k: [] for k in PEERS}
-    again = {k: [] for k in PEERS}
+    peers = upload_peers()
+    first, again = [], []
     for r in range(RUNS):
-        for name, fn in PEERS.items():
-            b = new_bucket("c1")
-            if fn is None:
-                agent = f"c1-{b}"
-                first[name].append(portail(b, src, agent)[0])
-                again[name].append(portail(b, src, agent)[0])
-            else:
-                first[name].append(fn(b, src)[0])
-                again[name].append(fn(b, src)[0])
-    for name in PEERS:
-        t = med(first[name])
-        record(f"1. first upload, {n} x 4 KiB in 50 folders", name, n / t, "files/s",
-               "{:.0f} files/s (" + f"{t:.2f} s)")
-    for name in PEERS:
-        record(f"2. no-change resync of case 1", name, med(again[name]), "s", "{:.3f} s")
+        f_round, a_round = {}, {}
+        for name, fn in peers.items():
+            b = new_bucket("c1", memory=True)
+            f_round[name], t_again = fn(b, src)
+            drop_bucket(b)
+            if t_again is not None:
+                a_round[name] = t_again
+        first.append(f_round)
+        again.append(a_round)
+    record_rounds(f"1. first upload, {n} x 4 KiB in 50 folders", first,
+                  lambda t: (n / t, "files/s", "{:.0f} files/s"))
+    record_rounds("2. no-change resync of case 1", again, lambda t: (t, "s", "{:.3f} s"))
 
 
 def gen_big(src, mib):
@@ -198,32 +253,38 @@ def case_big_file():
     mib = size("big_file_mib")
     src = f"{WORK}/big"
     gen_big(src, mib)
-    times = {k: [] for k in PEERS}
+    peers = {
+        "portail": lambda b: portail(b, src, f"c3-{b}")[0],
+        "rclone (defaults)": lambda b: rclone(b, src, [])[0],
+        "rclone --s3-upload-concurrency 8 --s3-no-check-bucket": lambda b: rclone(
+            b, src, ["--s3-upload-concurrency", "8", "--s3-no-check-bucket"])[0],
+        "aws s3 sync": lambda b: aws(b, src)[0],
+    }
+    rounds = []
     for r in range(RUNS):
-        for name, fn in PEERS.items():
+        times = {}
+        for name, fn in peers.items():
             b = new_bucket("c3")
-            times[name].append(portail(b, src, f"c3-{b}")[0] if fn is None else fn(b, src)[0])
+            times[name] = fn(b)
             shutil.rmtree(f"{WORK}/s3/{b}")  # keep the disk from filling up
-    for name in PEERS:
-        t = med(times[name])
-        record(f"3. one {mib} MiB file", name, mib / t, "MiB/s", "{:.0f} MiB/s (" + f"{t:.2f} s)")
+        rounds.append(times)
+    record_rounds(f"3. one {mib} MiB file", rounds, lambda t: (mib / t, "MiB/s", "{:.0f} MiB/s"))
 
 
 def case_many_files():
     n = size("many_files")
     src = f"{WORK}/many"
     gen_tree(src, n, 200, 100)
-    b1, b2 = new_bucket("c4p"), new_bucket("c4r")
+    peers = {"portail": lambda b: portail(b, src, "c4")}
+    for k in (16, 64):
+        peers[f"rclone --checkers {k} --transfers {k} --s3-no-check-bucket"] = (
+            lambda b, k=k: rclone(b, src, rclone_tuned(k)))
+    buckets = {name: new_bucket("c4") for name in peers}
     log(f"  case 4: initial uploads of {n} files (not timed)")
-    portail(b1, src, "c4")
-    rclone(b2, src, True)
-    tp, tr = [], []
-    for r in range(RUNS):
-        tp.append(portail(b1, src, "c4")[0])
-        tr.append(rclone(b2, src, True)[0])
-    record(f"4. no-change resync of {n} files", "portail", med(tp), "s", "{:.2f} s")
-    record(f"4. no-change resync of {n} files", "rclone --transfers 16 --checkers 16",
-           med(tr), "s", "{:.2f} s")
+    for name, fn in peers.items():
+        fn(buckets[name])
+    rounds = [{name: fn(buckets[name])[0] for name, fn in peers.items()} for _ in range(RUNS)]
+    record_rounds(f"4. no-change resync of {n} files", rounds, lambda t: (t, "s", "{:.2f} s"))
 
 
 def case_memory():
@@ -253,34 +314,86 @@ def wait_http(url, timeout=30):
     raise SystemExit(f"{url} never answered 200")
 
 
-def case_watch():
-    count = size("watch_count")
-    root = f"{WORK}/watchroot"
+@contextlib.contextmanager
+def watch_agent(tag):
+    """A `portail-agent watch` on a fresh root and bucket, ready; yields (env, metrics address,
+    process) and stops it with SIGTERM."""
+    root = f"{WORK}/watch-{tag}"
     shutil.rmtree(root, ignore_errors=True)
     os.makedirs(root)
-    b = new_bucket("c6")
     addr = f"127.0.0.1:{free_port()}"
-    env = {**BASE_ENV, "AWS_BUCKET_NAME": b, "SYNC_ROOT": root, "AGENT_ID": "c6",
+    env = {**BASE_ENV, "AWS_BUCKET_NAME": new_bucket(tag, memory=True), "SYNC_ROOT": root,
+           "AGENT_ID": tag,
            "METRICS_ADDR": addr}
     agent = subprocess.Popen([f"{BIN}/portail-agent", "watch"], env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_http(f"http://{addr}/readyz")
+        yield env, addr, agent
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(timeout=60)
+
+
+def bench_watch(env, rate, count, dirs=1):
+    """Runs bench-watch (which fails when a file is not synced in time); returns its JSON."""
+    out = subprocess.run(
+        [f"{BIN}/bench-watch", "--root", env["SYNC_ROOT"], "--rate", str(rate), "--count",
+         str(count), "--dirs", str(dirs), "--timeout", "120"],
+        env=env, capture_output=True, text=True, timeout=900)
+    if out.returncode != 0:
+        raise SystemExit(f"bench-watch failed: {out.stderr}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def case_watch():
+    count = size("watch_count")
+    with watch_agent("c6") as (env, _, _):
         for rate in (10, 100):
             n = min(count, rate * 10) if QUICK else count
-            out = subprocess.run(
-                [f"{BIN}/bench-watch", "--root", root, "--rate", str(rate), "--count", str(n)],
-                env=env, capture_output=True, text=True, timeout=600)
-            if out.returncode != 0:
-                raise SystemExit(f"bench-watch failed: {out.stderr}")
-            res = json.loads(out.stdout.strip().splitlines()[-1])
+            res = bench_watch(env, rate, n)
             record(f"6. watch latency at {rate} changes/s ({res['count']} files), p50", "portail",
                    res["p50_ms"], "ms", "{:.0f} ms")
             record(f"6. watch latency at {rate} changes/s ({res['count']} files), p99", "portail",
                    res["p99_ms"], "ms", "{:.0f} ms")
-    finally:
-        agent.send_signal(signal.SIGTERM)
-        agent.wait(timeout=60)
+
+
+def sample_gauge(addr, name, stop, peak):
+    """Reads a gauge from the agent's /metrics every 100 ms until `stop`; keeps its peak."""
+    pattern = re.compile(rf"^{name} ([0-9.eE+-]+)$", re.M)
+    while not stop.is_set():
+        try:
+            with urllib.request.urlopen(f"http://{addr}/metrics", timeout=1) as r:
+                m = pattern.search(r.read().decode())
+            if m:
+                peak[0] = max(peak[0], float(m.group(1)))
+        except OSError:
+            pass
+        stop.wait(0.1)
+
+
+def case_watch_load():
+    """Issue 14: watch mode under a sustained load: files written at 1000 files/s into 200
+    folders. Close-to-synced latency (p50, p99, max) and the peak of the agent's lag gauge.
+    Goal: p99 <= 1 s with nothing lost (bench-watch fails if any file is not synced)."""
+    count, rate = size("watch_load"), 1000
+    with watch_agent("c8") as (env, addr, agent):
+        stop, peak = threading.Event(), [0.0]
+        sampler = threading.Thread(target=sample_gauge,
+                                   args=(addr, "portail_agent_sync_lag_seconds", stop, peak))
+        sampler.start()
+        try:
+            res = bench_watch(env, rate, count, dirs=200)
+        finally:
+            stop.set()
+            sampler.join()
+        rss = peak_rss_kib(agent.pid) / 1024
+    case = f"8. watch under load: {res['count']} files at {rate}/s into 200 folders"
+    record(case + ", p50", "portail", res["p50_ms"], "ms", "{:.0f} ms")
+    record(case + ", p99", "portail", res["p99_ms"], "ms", "{:.0f} ms")
+    record(case + ", max", "portail", res["max_ms"], "ms", "{:.0f} ms")
+    record(case + ", lag gauge peak", "portail", peak[0], "s", "{:.2f} s")
+    record(case + ", agent peak RSS", "portail", rss, "MB", "{:.0f} MB")
 
 
 WRK_POST = """
@@ -557,12 +670,22 @@ def restore_peers(bucket, agent, src, rclone_best):
 
 
 def record_rounds(case, rounds, unit_of):
-    """Median and worst over the rounds, per peer; the table's ratio uses the medians."""
-    for name in rounds[0]:
-        times = [r[name][0] for r in rounds]
+    """Median and worst over the rounds, per tool, and portail's ratio against each: the
+    median and the worst of the per-round ratios (a round's tools ran back to back). A round
+    maps tool -> seconds, or -> (seconds, anything). The fastest rclone setting is marked."""
+    secs = lambda x: x[0] if isinstance(x, tuple) else x
+    tools = list(rounds[0])
+    rclones = [t for t in tools if t.startswith("rclone")]
+    best = min(rclones, key=lambda t: med([secs(r[t]) for r in rounds])) if len(rclones) > 1 else None
+    for name in tools:
+        times = [secs(r[name]) for r in rounds]
         med_t, worst = med(times), max(times)
         value, unit, fmt = unit_of(med_t)
-        record(case, name, value, unit, fmt + f" (median {med_t:.2f} s, worst {worst:.2f} s)")
+        tool = name + (" **(best rclone)**" if name == best else "")
+        record(case, tool, value, unit, fmt + f" (median {med_t:.2f} s, worst {worst:.2f} s)")
+        if name != "portail" and "portail" in rounds[0]:
+            ratios = [secs(r[name]) / secs(r["portail"]) for r in rounds]
+            RATIOS[(case, tool)] = (med(ratios), min(ratios))
 
 
 def check_rclone_lsl(bucket, src):
@@ -710,7 +833,10 @@ def table():
         ours = next((v for t, v, _, _ in rows if t == "portail"), None)
         for tool, value, unit, text in rows:
             ratio = ""
-            if tool != "portail" and ours:
+            if (case, tool) in RATIOS:
+                r, worst = RATIOS[(case, tool)]
+                ratio = f"**{r:.2f}x** (worst round {worst:.2f}x)"
+            elif tool != "portail" and ours:
                 r = ours / value if unit in higher_better else value / ours
                 ratio = f"**{r:.2f}x** {'faster' if r >= 1 else 'slower'}"
             lines.append(f"| {case} | {tool} | {text} | {ratio} |")
@@ -724,7 +850,7 @@ def main():
     try:
         time.sleep(0.5)
         cases = [case_small_files, case_big_file, case_many_files, case_memory, case_watch,
-                 case_url_service, case_proxy_download, case_restore, case_restore_big,
+                 case_watch_load, case_url_service, case_proxy_download, case_restore, case_restore_big,
                  case_restore_scale, case_search]
         only = os.environ.get("BENCH_ONLY", "").split(",")
         for c in cases:
@@ -735,14 +861,14 @@ def main():
     finally:
         s3.terminate()
         s3.wait()
+        shutil.rmtree(MEMORY, ignore_errors=True)
     date = time.strftime("%Y-%m-%d")
-    body = f"""# Benchmarks
-
-`scripts/bench{' --quick' if QUICK else ''}` on {date}: {machine()}.
+    body = f"""`scripts/bench{' --quick' if QUICK else ''}` on {date}: {machine()}.
 Peers: {versions()}. Every tool uploads to the same local S3 server (`dev-s3`: s3s-fs with
 SigV4 checked), each into its own bucket; PostgreSQL is a local throwaway cluster (fsync off).
-Release build. {RUNS} run(s) per case, tools interleaved, medians shown. A ratio above 1 means
-portail is faster (or uses less).
+Release build. {RUNS} rounds per case, the tools interleaved in each; each tool's median and
+worst run are shown. A ratio above 1 means portail is faster (or uses less); where the tools
+ran in rounds it is the median of the per-round ratios, with the worst round beside it.
 
 {table()}
 """
@@ -757,8 +883,23 @@ portail is faster (or uses less).
     print(body)
     # A partial run (BENCH_ONLY) prints its table but never replaces the full one.
     if os.environ.get("BENCH_OUT") and not os.environ.get("BENCH_ONLY"):
-        with open(os.environ["BENCH_OUT"], "w") as f:
-            f.write(body)
+        write_between_markers(os.environ["BENCH_OUT"], body)
+
+
+BEGIN, END = "<!-- scripts/bench: begin -->", "<!-- scripts/bench: end -->"
+
+
+def write_between_markers(path, body):
+    """Replaces the text between the markers of `path` (written by hand around them: the
+    analysis, the profiles), or starts the file with them."""
+    old = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
+    if BEGIN in old and END in old:
+        head, rest = old.split(BEGIN, 1)
+        tail = rest.split(END, 1)[1]
+    else:
+        head, tail = "# Benchmarks\n\n", "\n" + old
+    with open(path, "w") as f:
+        f.write(f"{head}{BEGIN}\n{body}\n{END}{tail}")
 
 
 if __name__ == "__main__":

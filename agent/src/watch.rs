@@ -189,7 +189,13 @@ pub async fn run(
     let mut shutdown = std::pin::pin!(shutdown);
 
     // The watcher starts before the first pass, so nothing written during it is missed.
-    let _watcher = start_watcher(&root, tx.clone(), &health);
+    // Off the async thread: adding a watch per directory walks the whole tree.
+    let _watcher = {
+        let (root, tx, health) = (root.clone(), tx.clone(), health.clone());
+        tokio::task::spawn_blocking(move || start_watcher(&root, tx, &health))
+            .await
+            .context("the watcher's start panicked")?
+    };
     let mut state = State::new(Instant::now(), agent.settings.max_sync_delay.0);
     let mut interval = tokio::time::interval_at(
         Instant::now() + agent.settings.rescan_interval.0,

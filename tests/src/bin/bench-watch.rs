@@ -3,7 +3,8 @@
 //! In: a running `portail-agent watch` on ROOT (started by the harness), its catalog
 //! (DATABASE_URL) and bucket (AWS_* variables). It writes COUNT files at RATE per second and, for
 //! each, measures the time from the write's close to the moment both hold: the catalog row is
-//! `synced` with the file's MD5, and a HEAD on the object answers with that size. Out: one JSON
+//! `synced` with the file's MD5, and a HEAD on the object answers with that size. With
+//! `--dirs N` the files are spread over N folders, made before the timed writes. Out: one JSON
 //! line `{"rate":..,"count":..,"p50_ms":..,"p99_ms":..,"max_ms":..}` on stdout.
 
 use std::collections::HashMap;
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
+use futures::StreamExt;
 use md5::{Digest, Md5};
 use portail_core::config::FromEnv;
 
@@ -30,6 +32,9 @@ struct Opt {
     /// The agent's S3_PREFIX.
     #[arg(long, default_value = "")]
     prefix: String,
+    /// Spread the files over this many folders (made before the timed writes).
+    #[arg(long, default_value_t = 1)]
+    dirs: u32,
     /// Give up on a file after this many seconds.
     #[arg(long, default_value_t = 60)]
     timeout: u64,
@@ -49,7 +54,9 @@ async fn main() -> anyhow::Result<()> {
 
     let run = format!("run-{}-{}", opt.rate, std::process::id());
     let dir = opt.root.join(&run);
-    std::fs::create_dir_all(&dir)?;
+    for d in 0..opt.dirs {
+        std::fs::create_dir_all(dir.join(folder(d, opt.dirs)))?;
+    }
     // Let the watcher add the new directory before the timed writes start.
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
@@ -57,7 +64,7 @@ async fn main() -> anyhow::Result<()> {
     let writer = {
         let dir = dir.clone();
         let run = run.clone();
-        let (rate, count) = (opt.rate, opt.count);
+        let (rate, count, dirs) = (opt.rate, opt.count, opt.dirs);
         tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
             let period = Duration::from_secs_f64(1.0 / f64::from(rate));
             let start = Instant::now();
@@ -67,7 +74,7 @@ async fn main() -> anyhow::Result<()> {
                     std::thread::sleep(wait);
                 }
                 let body = format!("bench {run} file {i}\n").repeat(16);
-                let name = format!("f{i:05}.txt");
+                let name = format!("{}f{i:05}.txt", folder(i % dirs, dirs));
                 let mut f = std::fs::File::create(dir.join(&name))?;
                 f.write_all(body.as_bytes())?;
                 drop(f); // the close: the clock starts here
@@ -94,30 +101,15 @@ async fn main() -> anyhow::Result<()> {
             break;
         }
         if !waiting.is_empty() {
-            let paths: Vec<String> = waiting.keys().cloned().collect();
-            let rows: Vec<(String, Option<String>)> = sqlx::query_as(
-                "select path, md5 from files where status = 'synced' and path = any($1)",
-            )
-            .bind(&paths)
-            .fetch_all(&pool)
-            .await?;
-            for (path, md5) in rows {
-                let Some((want, size, at)) = waiting.get(&path).cloned() else {
-                    continue;
-                };
-                if md5.as_deref() != Some(want.as_str()) {
-                    continue;
-                }
-                let head = s3
-                    .head_object()
-                    .bucket(&bucket)
-                    .key(format!("{}{path}", opt.prefix))
-                    .send()
-                    .await;
-                if head.is_ok_and(|h| h.content_length() == Some(size as i64)) {
-                    latencies.push(at.elapsed());
-                    waiting.remove(&path);
-                }
+            let target = Target {
+                pool: &pool,
+                s3: &s3,
+                bucket: &bucket,
+                prefix: &opt.prefix,
+            };
+            for (path, latency) in target.synced(&waiting).await? {
+                latencies.push(latency);
+                waiting.remove(&path);
             }
             if let Some((p, _)) = waiting
                 .iter()
@@ -143,4 +135,53 @@ async fn main() -> anyhow::Result<()> {
         q(1.0)
     );
     Ok(())
+}
+
+/// The folder of file `i` (with one folder: the run's own directory), with its `/`.
+fn folder(i: u32, dirs: u32) -> String {
+    match dirs {
+        0 | 1 => String::new(),
+        _ => format!("d{i:03}/"),
+    }
+}
+
+/// Where a file counts as synced: its catalog row and its object.
+struct Target<'a> {
+    pool: &'a sqlx::PgPool,
+    s3: &'a aws_sdk_s3::Client,
+    bucket: &'a str,
+    prefix: &'a str,
+}
+
+/// Files waiting: path -> (MD5, size, when the writer closed it).
+type Waiting = HashMap<String, (String, usize, Instant)>;
+
+impl Target<'_> {
+    /// The waiting files that are synced now, with their latency: the catalog row is `synced`
+    /// with the file's MD5, and a HEAD (many in flight, so that the measurement keeps up
+    /// with a high rate) finds the object at its size.
+    async fn synced(&self, waiting: &Waiting) -> anyhow::Result<Vec<(String, Duration)>> {
+        let paths: Vec<&String> = waiting.keys().collect();
+        let rows: Vec<(String, Option<String>)> =
+            sqlx::query_as("select path, md5 from files where status = 'synced' and path = any($1)")
+                .bind(&paths)
+                .fetch_all(self.pool)
+                .await?;
+        let candidates = rows.into_iter().filter_map(|(path, md5)| {
+            let (want, size, at) = waiting.get(&path)?;
+            (md5.as_deref() == Some(want.as_str())).then_some((path, *size, *at))
+        });
+        let heads = futures::stream::iter(candidates).map(|(path, size, at)| async move {
+            let head = self
+                .s3
+                .head_object()
+                .bucket(self.bucket)
+                .key(format!("{}{path}", self.prefix))
+                .send()
+                .await;
+            head.is_ok_and(|h| h.content_length() == Some(size as i64))
+                .then(|| (path, at.elapsed()))
+        });
+        Ok(heads.buffer_unordered(32).filter_map(|x| async { x }).collect().await)
+    }
 }
