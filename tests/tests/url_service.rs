@@ -215,10 +215,14 @@ async fn tokens_are_required_revocable_and_scoped() {
         404
     );
 
-    // A revoked token stops working at once.
+    // A revoked token stops working within the token cache's second.
     assert!(catalog::revoke_token(&env.db.pool, "docs-only")
         .await
         .unwrap());
+    tokio::time::sleep(
+        portail_url_service::auth::TOKEN_CACHE_TTL + std::time::Duration::from_millis(100),
+    )
+    .await;
     assert_eq!(get(&svc, &docs, "/v1/files").await.0, 401);
 }
 
@@ -546,6 +550,10 @@ async fn token_cli_prints_the_token_once_and_stores_only_its_hash() {
         "names are unique"
     );
     assert!(run(&["token", "revoke", "cli"]).status.success());
+    tokio::time::sleep(
+        portail_url_service::auth::TOKEN_CACHE_TTL + std::time::Duration::from_millis(100),
+    )
+    .await;
     assert_eq!(get(&svc, token, "/v1/files").await.0, 401);
     assert_eq!(
         run(&["token", "revoke", "cli"]).status.code(),

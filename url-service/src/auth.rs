@@ -3,6 +3,15 @@
 //! In: the `Authorization: Bearer <token>` header. Out: the caller's [`Caller`] (its token row
 //! and scope), or a 401. Tokens are looked up by their SHA-256, so the database never holds
 //! a usable token and the lookup time does not depend on how much of a guess was right.
+//!
+//! A token found in the catalog is believed for [`TOKEN_CACHE_TTL`] (one second) without
+//! asking again ([`TokenCache`]): a revoked token keeps working for at most that long. This
+//! saves a query on every API request (case 7 of `scripts/bench`). Unknown tokens are never
+//! cached, so a new token works at once.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -78,9 +87,45 @@ impl FromRequestParts<AppState> for Caller {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or(ApiError::Unauthorized)?;
-        catalog::token_by_hash(&state.pool, &token_hash(token))
+        let hash = token_hash(token);
+        if let Some(found) = state.tokens.get(&hash) {
+            return Ok(Caller(found));
+        }
+        let found = catalog::token_by_hash(&state.pool, &hash)
             .await?
-            .map(Caller)
-            .ok_or(ApiError::Unauthorized)
+            .ok_or(ApiError::Unauthorized)?;
+        state.tokens.put(hash, found.clone());
+        Ok(Caller(found))
+    }
+}
+
+/// How long a token found in the catalog is believed without asking it again.
+pub const TOKEN_CACHE_TTL: Duration = Duration::from_secs(1);
+/// Tokens kept at most; past it, the expired ones go (all of them, if none has expired).
+const TOKEN_CACHE_MAX: usize = 10_000;
+
+/// Live API tokens by SHA-256, each with the moment it was read from the catalog.
+#[derive(Debug, Default)]
+pub struct TokenCache(Mutex<HashMap<String, (Instant, ApiToken)>>);
+
+impl TokenCache {
+    /// The token, if it was read from the catalog less than [`TOKEN_CACHE_TTL`] ago.
+    pub fn get(&self, hash: &str) -> Option<ApiToken> {
+        let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        map.get(hash)
+            .filter(|(at, _)| at.elapsed() < TOKEN_CACHE_TTL)
+            .map(|(_, token)| token.clone())
+    }
+
+    /// Keeps a token just read from the catalog.
+    pub fn put(&self, hash: String, token: ApiToken) {
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if map.len() >= TOKEN_CACHE_MAX {
+            map.retain(|_, (at, _)| at.elapsed() < TOKEN_CACHE_TTL);
+            if map.len() >= TOKEN_CACHE_MAX {
+                map.clear();
+            }
+        }
+        map.insert(hash, (Instant::now(), token));
     }
 }

@@ -144,6 +144,8 @@ pub struct AppState {
     pub audit: audit::AuditLog,
     /// Sign-in attempts per client address.
     pub logins: std::sync::Arc<ui::session::LoginLimiter>,
+    /// API tokens read from the catalog in the last second.
+    pub tokens: std::sync::Arc<auth::TokenCache>,
 }
 
 impl AppState {
@@ -169,6 +171,7 @@ impl AppState {
         Ok(AppState {
             audit,
             logins: Default::default(),
+            tokens: Default::default(),
             pool,
             presigner,
             s3,

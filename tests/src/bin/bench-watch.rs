@@ -162,11 +162,12 @@ impl Target<'_> {
     /// with a high rate) finds the object at its size.
     async fn synced(&self, waiting: &Waiting) -> anyhow::Result<Vec<(String, Duration)>> {
         let paths: Vec<&String> = waiting.keys().collect();
-        let rows: Vec<(String, Option<String>)> =
-            sqlx::query_as("select path, md5 from files where status = 'synced' and path = any($1)")
-                .bind(&paths)
-                .fetch_all(self.pool)
-                .await?;
+        let rows: Vec<(String, Option<String>)> = sqlx::query_as(
+            "select path, md5 from files where status = 'synced' and path = any($1)",
+        )
+        .bind(&paths)
+        .fetch_all(self.pool)
+        .await?;
         let candidates = rows.into_iter().filter_map(|(path, md5)| {
             let (want, size, at) = waiting.get(&path)?;
             (md5.as_deref() == Some(want.as_str())).then_some((path, *size, *at))
@@ -182,6 +183,10 @@ impl Target<'_> {
             head.is_ok_and(|h| h.content_length() == Some(size as i64))
                 .then(|| (path, at.elapsed()))
         });
-        Ok(heads.buffer_unordered(32).filter_map(|x| async { x }).collect().await)
+        Ok(heads
+            .buffer_unordered(32)
+            .filter_map(|x| async { x })
+            .collect()
+            .await)
     }
 }
