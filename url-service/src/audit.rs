@@ -162,6 +162,7 @@ impl Client {
             outcome,
             client_ip: self.ip,
             user_agent: self.user_agent.clone(),
+            counts_click: None,
         }
     }
 }

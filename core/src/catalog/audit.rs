@@ -8,7 +8,8 @@ use sqlx::PgPool;
 
 use super::models::*;
 
-/// Writes a batch of entries in one statement.
+/// Writes a batch of entries in one statement, which also adds their clicks to the
+/// `downloads` of the links they count ([`NewAuditEntry::counts_click`]).
 pub async fn record_audit(pool: &PgPool, batch: &[NewAuditEntry]) -> sqlx::Result<()> {
     if batch.is_empty() {
         return Ok(());
@@ -17,7 +18,13 @@ pub async fn record_audit(pool: &PgPool, batch: &[NewAuditEntry]) -> sqlx::Resul
         batch.iter().map(f).collect()
     };
     sqlx::query(
-        "insert into audit_log (at, file_id, actor, channel, outcome, client_ip, user_agent)
+        "with counted as (
+             update share_links l set downloads = l.downloads + c.clicks
+             from (select id, count(*) as clicks from unnest($8::int8[]) as u(id)
+                   where id is not null group by id) c
+             where l.id = c.id
+         )
+         insert into audit_log (at, file_id, actor, channel, outcome, client_ip, user_agent)
          select at, file_id, actor, channel, outcome, client_ip::inet, user_agent
          from unnest($1::timestamptz[], $2::int8[], $3::text[], $4::text[], $5::text[],
                      $6::text[], $7::text[])
@@ -30,6 +37,7 @@ pub async fn record_audit(pool: &PgPool, batch: &[NewAuditEntry]) -> sqlx::Resul
     .bind(col(|e| Some(e.outcome.to_string())))
     .bind(col(|e| e.client_ip.map(|ip| ip.to_string())))
     .bind(col(|e| e.user_agent.clone()))
+    .bind(batch.iter().map(|e| e.counts_click).collect::<Vec<_>>())
     .execute(pool)
     .await?;
     Ok(())

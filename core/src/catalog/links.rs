@@ -74,6 +74,25 @@ pub async fn click_link(pool: &PgPool, token_sha256: &str) -> sqlx::Result<Optio
     .await
 }
 
+/// A live link without a download limit, and its synced file, read without a write: its
+/// click is counted later, with its audit entry ([`NewAuditEntry::counts_click`]). Every
+/// click of a popular link used to update the same row, one after the other; `None` for any
+/// other link (then [`click_link`] decides).
+pub async fn open_unlimited_link(
+    pool: &PgPool,
+    token_sha256: &str,
+) -> sqlx::Result<Option<ClickedLink>> {
+    sqlx::query_as::<_, ClickedLink>(
+        "select l.id as link_id, f.*, a.bucket, a.name as agent_name
+         from share_links l join files f on f.id = l.file_id join agents a on a.id = f.agent_id
+         where l.token_sha256 = $1 and f.status = 'synced' and l.revoked_at is null
+           and l.expires_at > now() and l.max_downloads is null",
+    )
+    .bind(token_sha256)
+    .fetch_optional(pool)
+    .await
+}
+
 /// A link by its token's hash, whatever its state.
 pub async fn link_by_hash(pool: &PgPool, token_sha256: &str) -> sqlx::Result<Option<ShareLink>> {
     sqlx::query_as::<_, ShareLink>("select * from share_links where token_sha256 = $1")

@@ -329,6 +329,10 @@ pub struct NewAuditEntry {
     pub client_ip: Option<std::net::IpAddr>,
     /// The User-Agent header, cut to 512 bytes.
     pub user_agent: Option<String>,
+    /// A share link whose `downloads` this entry adds one to, in the batch that writes it:
+    /// how clicks of links without `max_downloads` are counted (a link with a limit is
+    /// counted atomically at the click, so that the limit holds).
+    pub counts_click: Option<i64>,
 }
 
 /// A row of `audit_log`.

@@ -38,6 +38,11 @@ struct Opt {
     /// Give up on a file after this many seconds.
     #[arg(long, default_value_t = 60)]
     timeout: u64,
+    /// Trust the catalog row alone, without a HEAD per file: at 1000 files/s the HEADs
+    /// would take a third of the server's capacity from the agent. The agent writes a row
+    /// `synced` only after S3 accepted the object.
+    #[arg(long)]
+    no_head: bool,
 }
 
 #[tokio::main]
@@ -51,6 +56,7 @@ async fn main() -> anyhow::Result<()> {
     let bucket = std::env::var("AWS_BUCKET_NAME").context("AWS_BUCKET_NAME")?;
     let s3_config: portail_core::config::S3Config = FromEnv::from_env()?;
     let s3 = portail_core::s3::build_client(&s3_config).await;
+    let agent = std::env::var("AGENT_ID").context("AGENT_ID")?;
 
     let run = format!("run-{}-{}", opt.rate, std::process::id());
     let dir = opt.root.join(&run);
@@ -103,7 +109,8 @@ async fn main() -> anyhow::Result<()> {
         if !waiting.is_empty() {
             let target = Target {
                 pool: &pool,
-                s3: &s3,
+                agent: &agent,
+                s3: (!opt.no_head).then_some(&s3),
                 bucket: &bucket,
                 prefix: &opt.prefix,
             };
@@ -148,7 +155,10 @@ fn folder(i: u32, dirs: u32) -> String {
 /// Where a file counts as synced: its catalog row and its object.
 struct Target<'a> {
     pool: &'a sqlx::PgPool,
-    s3: &'a aws_sdk_s3::Client,
+    /// The agent's name (its rows only).
+    agent: &'a str,
+    /// The client to HEAD each object with; `None`: the row alone counts.
+    s3: Option<&'a aws_sdk_s3::Client>,
     bucket: &'a str,
     prefix: &'a str,
 }
@@ -160,12 +170,17 @@ impl Target<'_> {
     /// The waiting files that are synced now, with their latency: the catalog row is `synced`
     /// with the file's MD5, and a HEAD (many in flight, so that the measurement keeps up
     /// with a high rate) finds the object at its size.
+    ///
+    /// Only the rows synced in the last 10 seconds are read: asking for every waiting path
+    /// (thousands at 1000 files/s) every 5 ms made the measurement, not the agent, fall
+    /// behind (a p50 of 60 s while the catalog trailed the writer by 0.5 s).
     async fn synced(&self, waiting: &Waiting) -> anyhow::Result<Vec<(String, Duration)>> {
-        let paths: Vec<&String> = waiting.keys().collect();
         let rows: Vec<(String, Option<String>)> = sqlx::query_as(
-            "select path, md5 from files where status = 'synced' and path = any($1)",
+            "select f.path, f.md5 from files f join agents a on a.id = f.agent_id
+             where a.name = $1 and f.status = 'synced'
+               and f.synced_at > now() - interval '10 seconds'",
         )
-        .bind(&paths)
+        .bind(self.agent)
         .fetch_all(self.pool)
         .await?;
         let candidates = rows.into_iter().filter_map(|(path, md5)| {
@@ -173,8 +188,10 @@ impl Target<'_> {
             (md5.as_deref() == Some(want.as_str())).then_some((path, *size, *at))
         });
         let heads = futures::stream::iter(candidates).map(|(path, size, at)| async move {
-            let head = self
-                .s3
+            let Some(s3) = self.s3 else {
+                return Some((path, at.elapsed()));
+            };
+            let head = s3
                 .head_object()
                 .bucket(self.bucket)
                 .key(format!("{}{path}", self.prefix))

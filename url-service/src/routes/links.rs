@@ -184,8 +184,9 @@ pub async fn follow_link(
         .link_redirects
         .with_label_values(&[label])
         .inc();
-    let actor = link.map_or("link:unknown".into(), |(id, _)| format!("link:{id}"));
-    let entry = client.entry(link.map(|(_, file)| file), actor, "link", label);
+    let actor = link.map_or("link:unknown".into(), |l| format!("link:{}", l.link_id));
+    let mut entry = client.entry(link.map(|l| l.file_id), actor, "link", label);
+    entry.counts_click = link.filter(|l| l.count_later).map(|l| l.link_id);
     state.audit.record(entry).await;
     match outcome {
         Ok(resp) => resp,
@@ -198,30 +199,49 @@ pub async fn follow_link(
     }
 }
 
-/// Counts one click of a live link and returns its file; 404 for an unknown token, 409 (410
-/// to the client) for a revoked, expired or used-up link or a deleted file. Also returns the
-/// link's id and file id when the token names a link, for the audit log.
-async fn click(
-    state: &AppState,
-    token: &str,
-) -> (Option<(i64, i64)>, Result<FileWithBucket, ApiError>) {
+/// The link a token named, for the audit log.
+#[derive(Debug, Clone, Copy)]
+struct Named {
+    link_id: i64,
+    file_id: i64,
+    /// The click is still to be counted, with the audit entry (a link without a limit).
+    count_later: bool,
+}
+
+/// Counts one click of a live link (a link without a download limit: later, with its audit
+/// entry) and returns its file; 404 for an unknown token, 409 (410 to the client) for a
+/// revoked, expired or used-up link or a deleted file. Also returns the link the token names,
+/// if any, for the audit log.
+async fn click(state: &AppState, token: &str) -> (Option<Named>, Result<FileWithBucket, ApiError>) {
     // Anything that is not a well-formed token cannot match: skip the database.
     if !auth::is_link_token(token) {
         return (None, Err(ApiError::NotFound("link")));
     }
     let hash = auth::token_hash(token);
+    let named = |link_id, file_id, count_later| {
+        Some(Named {
+            link_id,
+            file_id,
+            count_later,
+        })
+    };
+    match catalog::open_unlimited_link(&state.pool, &hash).await {
+        Ok(Some(c)) => return (named(c.link_id, c.file.file.id, true), Ok(c.file)),
+        Ok(None) => {}
+        Err(e) => return (None, Err(e.into())),
+    }
     let clicked = match catalog::click_link(&state.pool, &hash).await {
         Ok(c) => c,
         Err(e) => return (None, Err(e.into())),
     };
     if let Some(c) = clicked {
-        return (Some((c.link_id, c.file.file.id)), Ok(c.file));
+        return (named(c.link_id, c.file.file.id, false), Ok(c.file));
     }
     match catalog::link_by_hash(&state.pool, &hash).await {
         Err(e) => (None, Err(e.into())),
         Ok(None) => (None, Err(ApiError::NotFound("link"))),
         Ok(Some(link)) => (
-            Some((link.id, link.file_id)),
+            named(link.id, link.file_id, false),
             Err(ApiError::Conflict {
                 code: "gone",
                 message: "this link was revoked, has expired, was used up, or its file was deleted"
