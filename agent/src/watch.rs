@@ -189,13 +189,7 @@ pub async fn run(
     let mut shutdown = std::pin::pin!(shutdown);
 
     // The watcher starts before the first pass, so nothing written during it is missed.
-    // Off the async thread: adding a watch per directory walks the whole tree.
-    let _watcher = {
-        let (root, tx, health) = (root.clone(), tx.clone(), health.clone());
-        tokio::task::spawn_blocking(move || start_watcher(&root, tx, &health))
-            .await
-            .context("the watcher's start panicked")?
-    };
+    let _watcher = spawn_watcher(&root, &tx, &health).await?;
     let mut state = State::new(Instant::now(), agent.settings.max_sync_delay.0);
     let mut interval = tokio::time::interval_at(
         Instant::now() + agent.settings.rescan_interval.0,
@@ -254,6 +248,19 @@ pub async fn run(
     purge.abort();
     tracing::info!("watch mode stopped");
     Ok(())
+}
+
+/// [`start_watcher`] on the blocking pool: adding a watch per directory walks the whole tree,
+/// which must not hold the async thread (the health endpoints answer on it).
+async fn spawn_watcher(
+    root: &Path,
+    tx: &mpsc::UnboundedSender<Signal>,
+    health: &Arc<WatchHealth>,
+) -> anyhow::Result<Option<notify::RecommendedWatcher>> {
+    let (root, tx, health) = (root.to_path_buf(), tx.clone(), health.clone());
+    tokio::task::spawn_blocking(move || start_watcher(&root, tx, &health))
+        .await
+        .context("the watcher's start panicked")
 }
 
 /// Starts the recursive inotify watch. On failure (no watches left, root missing) the agent

@@ -53,22 +53,32 @@ pub async fn revoke_link(pool: &PgPool, id: i64) -> sqlx::Result<bool> {
     Ok(r.rows_affected() == 1)
 }
 
+/// What makes a link servable, for a query with the link as `l` and its file as `f`: the file
+/// is synced, the link neither revoked nor expired. One definition for both ways a click is
+/// counted ([`click_link`], [`open_unlimited_link`]).
+macro_rules! live_link {
+    () => {
+        "f.status = 'synced' and l.revoked_at is null and l.expires_at > now()"
+    };
+}
+
 /// Counts one download of a live link, atomically: the row is updated only while the link is
 /// not revoked, not expired, not used up, and its file is synced. Returns the link's id and the
 /// file to serve, or None when the click must be refused (see [`link_by_hash`] for why).
 pub async fn click_link(pool: &PgPool, token_sha256: &str) -> sqlx::Result<Option<ClickedLink>> {
-    sqlx::query_as::<_, ClickedLink>(
+    sqlx::query_as::<_, ClickedLink>(concat!(
         "with clicked as (
              update share_links l set downloads = l.downloads + 1
              from files f
-             where l.token_sha256 = $1 and f.id = l.file_id and f.status = 'synced'
-               and l.revoked_at is null and l.expires_at > now()
+             where l.token_sha256 = $1 and f.id = l.file_id and ",
+        live_link!(),
+        "
                and (l.max_downloads is null or l.downloads < l.max_downloads)
              returning l.id as link_id, l.file_id
          )
          select c.link_id, f.*, a.bucket, a.name as agent_name
          from clicked c join files f on f.id = c.file_id join agents a on a.id = f.agent_id",
-    )
+    ))
     .bind(token_sha256)
     .fetch_optional(pool)
     .await
@@ -82,12 +92,12 @@ pub async fn open_unlimited_link(
     pool: &PgPool,
     token_sha256: &str,
 ) -> sqlx::Result<Option<ClickedLink>> {
-    sqlx::query_as::<_, ClickedLink>(
+    sqlx::query_as::<_, ClickedLink>(concat!(
         "select l.id as link_id, f.*, a.bucket, a.name as agent_name
          from share_links l join files f on f.id = l.file_id join agents a on a.id = f.agent_id
-         where l.token_sha256 = $1 and f.status = 'synced' and l.revoked_at is null
-           and l.expires_at > now() and l.max_downloads is null",
-    )
+         where l.token_sha256 = $1 and l.max_downloads is null and ",
+        live_link!(),
+    ))
     .bind(token_sha256)
     .fetch_optional(pool)
     .await

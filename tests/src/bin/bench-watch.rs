@@ -92,7 +92,14 @@ async fn main() -> anyhow::Result<()> {
         })
     };
 
-    let mut waiting: HashMap<String, (String, usize, Instant)> = HashMap::new();
+    let target = Target {
+        pool: &pool,
+        agent: &agent,
+        s3: (!opt.no_head).then_some(&s3),
+        bucket: &bucket,
+        prefix: &opt.prefix,
+    };
+    let mut waiting = Waiting::new();
     let mut latencies = Vec::new();
     let deadline_per_file = Duration::from_secs(opt.timeout);
     let mut done_writing = false;
@@ -107,13 +114,6 @@ async fn main() -> anyhow::Result<()> {
             break;
         }
         if !waiting.is_empty() {
-            let target = Target {
-                pool: &pool,
-                agent: &agent,
-                s3: (!opt.no_head).then_some(&s3),
-                bucket: &bucket,
-                prefix: &opt.prefix,
-            };
             for (path, latency) in target.synced(&waiting).await? {
                 latencies.push(latency);
                 waiting.remove(&path);
