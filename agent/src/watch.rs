@@ -7,7 +7,10 @@
 //! 1. runs a full pass at start (retrying with backoff while PostgreSQL or S3 are down);
 //! 2. records each event's path as pending, due SETTLE_TIME after its latest event, so a file
 //!    still being written is never synced half-way; a close after writing (IN_CLOSE_WRITE)
-//!    means the writer is done, so that file is due almost at once (CLOSED_SETTLE);
+//!    means the writer is done, so that file is due almost at once (CLOSED_SETTLE); so is a
+//!    path moved away or deleted, which has nothing left to settle: it is a rename source
+//!    before the move's destination settles (`mkdir d && mv f d/` raises the directory's
+//!    event first, and walking `d` before `f` was known gone would upload `d/f`, not copy it);
 //! 3. syncs settled paths as one targeted batch (the pipeline of a full pass, for just those
 //!    paths); a directory that appeared is walked, so files written before its watch existed
 //!    are found;
@@ -26,6 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use notify::event::{ModifyKind, RenameMode};
 use notify::{RecursiveMode, Watcher};
 use portail_core::catalog::{self, FileRow, FileStatus};
 use tokio::sync::mpsc;
@@ -90,6 +94,8 @@ pub enum Signal {
     Paths(Vec<PathBuf>),
     /// A writer closed these files: they are settled unless another event follows.
     Closed(Vec<PathBuf>),
+    /// These paths were moved away or deleted: nothing is left to settle.
+    Gone(Vec<PathBuf>),
     /// Reconcile everything now.
     Rescan(RescanCause),
 }
@@ -160,6 +166,23 @@ impl ReleasePoll {
 /// close says the writer is done; this only gathers a burst of closes into one batch.
 const CLOSED_SETTLE: Duration = Duration::from_millis(20);
 
+/// A path moved away (IN_MOVED_FROM) or deleted (IN_DELETE).
+fn is_gone(kind: &notify::EventKind) -> bool {
+    matches!(
+        kind,
+        notify::EventKind::Remove(_)
+            | notify::EventKind::Modify(ModifyKind::Name(RenameMode::From))
+    )
+}
+
+/// Both ends of one rename in one event, which notify adds after reporting each end alone.
+fn is_rename_pair(kind: &notify::EventKind) -> bool {
+    matches!(
+        kind,
+        notify::EventKind::Modify(ModifyKind::Name(RenameMode::Both))
+    )
+}
+
 /// One pending path: when it may be processed, and when it was first seen (for the lag).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Due {
@@ -206,7 +229,7 @@ pub async fn run(
             _ = &mut shutdown => break,
             Some(sig) = rx.recv() => match sig {
                 Signal::Paths(paths) => state.touched(relative(&root, paths), Instant::now(), settle),
-                Signal::Closed(paths) => {
+                Signal::Closed(paths) | Signal::Gone(paths) => {
                     state.touched(relative(&root, paths), Instant::now(), settle.min(CLOSED_SETTLE))
                 }
                 Signal::Rescan(cause) => {
@@ -293,6 +316,10 @@ fn start_watcher(
             Ok(ev) if ev.need_rescan() || ev.paths.is_empty() => {
                 Signal::Rescan(RescanCause::Overflow)
             }
+            Ok(ev) if is_gone(&ev.kind) => Signal::Gone(ev.paths),
+            // inotify reports each end of a rename alone as well (From, then To); the pair
+            // would only push the source's due back to the destination's settle.
+            Ok(ev) if is_rename_pair(&ev.kind) => return,
             Ok(ev) => Signal::Paths(ev.paths),
             // Out of watches: say it once, with the fix, and rescan once. Every new directory
             // repeats this error; answering each with a full reconcile would be a spin.
@@ -923,5 +950,26 @@ mod tests {
         s.touched(paths(&["a"]), t0, SETTLE);
         s.failed(p, vec![], t0);
         assert_eq!(s.pending["a"].attempts, 0, "the fresh event stays");
+    }
+
+    #[test]
+    fn a_path_moved_away_or_deleted_is_gone_and_a_rename_pair_is_dropped() {
+        use notify::event::{CreateKind, DataChange, RemoveKind};
+        use notify::EventKind as K;
+        let name = |m| K::Modify(ModifyKind::Name(m));
+        assert!(is_gone(&name(RenameMode::From)));
+        assert!(is_gone(&K::Remove(RemoveKind::File)));
+        assert!(is_gone(&K::Remove(RemoveKind::Folder)));
+        for kind in [
+            name(RenameMode::To),
+            name(RenameMode::Both),
+            K::Create(CreateKind::File),
+            K::Modify(ModifyKind::Data(DataChange::Any)),
+        ] {
+            assert!(!is_gone(&kind), "{kind:?} leaves something to settle");
+        }
+        assert!(is_rename_pair(&name(RenameMode::Both)));
+        assert!(!is_rename_pair(&name(RenameMode::From)));
+        assert!(!is_rename_pair(&name(RenameMode::To)));
     }
 }
