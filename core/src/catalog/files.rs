@@ -461,6 +461,9 @@ pub async fn folder_files(pool: &PgPool, q: &FolderQuery<'_>) -> sqlx::Result<Ve
             r#"f.path collate "C""#,
         ),
     };
+    // `$6::int8 is not null` is always true (the id is bound as 0 without a cursor). It is
+    // there because the name sort's keyset does not use $6, and PostgreSQL refuses a query that
+    // leaves a bound parameter's type unknown; it also fixes $6's type for the other sorts.
     let sql = format!(
         r#"select f.*, a.bucket, a.name as agent_name
            from files f join agents a on a.id = f.agent_id

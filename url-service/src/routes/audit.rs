@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::routes::files::MAX_PAGE;
+use crate::routes::split_page;
 use crate::AppState;
 
 /// Query parameters of `GET /v1/audit`.
@@ -74,12 +75,9 @@ pub async fn list_audit(
         limit: limit + 1,
     };
     let mut entries = catalog::audit_page(&state.pool, &q).await?;
-    let next_cursor = if entries.len() as i64 > limit {
-        entries.truncate(limit as usize);
-        entries.last().map(|e| e.id.to_string())
-    } else {
-        None
-    };
+    let next_cursor = split_page(&mut entries, limit)
+        .then(|| entries.last().map(|e| e.id.to_string()))
+        .flatten();
     Ok(Json(AuditPage {
         entries,
         next_cursor,

@@ -116,14 +116,17 @@ async fn content(
     let file = visible_file(state, caller, id).await?;
     ensure_servable(&file)?;
     match state.settings.download_mode {
-        DownloadMode::Redirect => {
-            let disposition = content_disposition(Disposition::Attachment, file_name(&file));
-            let ttl = state.settings.default_url_ttl.0;
-            let url = presign(state, &file, ttl, Some(disposition)).await?.url;
-            Ok(redirect(url))
-        }
+        DownloadMode::Redirect => Ok(redirect(attachment_url(state, &file).await?)),
         DownloadMode::Proxy => stream_object(state, &file, headers).await,
     }
+}
+
+/// A fresh presigned URL, valid DEFAULT_URL_TTL, that downloads the file under its own name
+/// (`attachment`): the API's redirect mode and the page's Download button.
+pub async fn attachment_url(state: &AppState, file: &FileWithBucket) -> Result<String, ApiError> {
+    let disposition = content_disposition(Disposition::Attachment, file_name(file));
+    let ttl = state.settings.default_url_ttl.0;
+    Ok(presign(state, file, ttl, Some(disposition)).await?.url)
 }
 
 /// A 302 that no cache keeps (every click must mint a fresh URL).

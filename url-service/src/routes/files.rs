@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::audit::Client;
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::routes::{parse_json, IdParam};
+use crate::routes::{parse_json, split_page, IdParam};
 use crate::AppState;
 
 /// SigV4 allows presigned URLs to live at most 7 days.
@@ -134,12 +134,9 @@ pub async fn list_files(
         limit: limit + 1,
     };
     let mut files = catalog::list_files(&state.pool, &q).await?;
-    let next_cursor = if files.len() as i64 > limit {
-        files.truncate(limit as usize);
-        files.last().map(|f| f.file.id.to_string())
-    } else {
-        None
-    };
+    let next_cursor = split_page(&mut files, limit)
+        .then(|| files.last().map(|f| f.file.id.to_string()))
+        .flatten();
     Ok(Json(FilePage { files, next_cursor }))
 }
 

@@ -82,20 +82,8 @@ pub async fn create_link(
             ))
         }
     };
-    let file = visible_file(&state, &caller, req.file_id).await?;
-    ensure_servable(&file)?;
-    let token = auth::generate_link_token();
-    let expires_at = Utc::now() + chrono::Duration::seconds(seconds);
-    let link = catalog::create_link(
-        &state.pool,
-        file.file.id,
-        &auth::token_hash(&token),
-        &caller.0.name,
-        expires_at,
-        max_downloads,
-    )
-    .await?;
-    let url = format!("{}/l/{token}", state.settings.public_base_url());
+    let Issued { link, url, .. } =
+        issue_link(&state, &caller, req.file_id, seconds, max_downloads).await?;
     Ok((
         StatusCode::CREATED,
         Json(CreatedLink {
@@ -105,6 +93,38 @@ pub async fn create_link(
             max_downloads: link.max_downloads,
         }),
     ))
+}
+
+/// A link just made, with the one copy of its URL (the token is not stored).
+#[derive(Debug)]
+pub struct Issued {
+    /// The shared file.
+    pub file: FileWithBucket,
+    /// The stored link.
+    pub link: ShareLink,
+    /// `<PUBLIC_BASE_URL>/l/<token>`.
+    pub url: String,
+}
+
+/// Makes a link to a file the caller sees and that can be served, for `seconds` and at most
+/// `max_downloads` clicks (already validated). The API and the page's share form both use it.
+pub async fn issue_link(
+    state: &AppState,
+    caller: &Caller,
+    file_id: i64,
+    seconds: i64,
+    max_downloads: Option<i32>,
+) -> Result<Issued, ApiError> {
+    let file = visible_file(state, caller, file_id).await?;
+    ensure_servable(&file)?;
+    let token = auth::generate_link_token();
+    let expires_at = Utc::now() + chrono::Duration::seconds(seconds);
+    let hash = auth::token_hash(&token);
+    let (pool, name) = (&state.pool, &caller.0.name);
+    let link =
+        catalog::create_link(pool, file.file.id, &hash, name, expires_at, max_downloads).await?;
+    let url = format!("{}/l/{token}", state.settings.public_base_url());
+    Ok(Issued { file, link, url })
 }
 
 /// Query of `GET /v1/links`.
@@ -141,15 +161,25 @@ pub async fn revoke_link(
     caller: Caller,
     IdParam(id): IdParam,
 ) -> Result<StatusCode, ApiError> {
+    revoke_visible_link(&state, &caller, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Revokes a link to a file the caller sees (again is fine), and returns it. A link to a file
+/// outside the caller's scope does not exist for the caller.
+pub async fn revoke_visible_link(
+    state: &AppState,
+    caller: &Caller,
+    id: i64,
+) -> Result<ShareLink, ApiError> {
     let link = catalog::link_by_id(&state.pool, id)
         .await?
         .ok_or(ApiError::NotFound("link"))?;
-    // A link to a file outside the caller's scope does not exist for the caller.
-    visible_file(&state, &caller, link.file_id)
+    visible_file(state, caller, link.file_id)
         .await
         .map_err(|_| ApiError::NotFound("link"))?;
     catalog::revoke_link(&state.pool, id).await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(link)
 }
 
 /// `GET /l/{token}`: follows a share link: a 302 to a fresh presigned URL, or in proxy mode

@@ -39,7 +39,32 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
         .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
 }
 
+/// Cuts a page fetched with one row more than `limit` (keyset pagination: the extra row only
+/// says that another page follows) back to `limit` rows, and says whether one follows.
+pub fn split_page<T>(rows: &mut Vec<T>, limit: i64) -> bool {
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit.max(0) as usize);
+    more
+}
+
 /// The JSON 404 for routes that do not exist.
 pub async fn fallback() -> ApiError {
     ApiError::NotFound("route")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_page;
+
+    #[test]
+    fn a_page_with_its_extra_row_is_cut_and_says_more_follow() {
+        let mut rows = vec![1, 2, 3];
+        assert!(split_page(&mut rows, 2));
+        assert_eq!(rows, [1, 2]);
+        let mut rows = vec![1, 2];
+        assert!(!split_page(&mut rows, 2), "no extra row: the last page");
+        assert_eq!(rows, [1, 2]);
+        let mut rows: Vec<i32> = vec![];
+        assert!(!split_page(&mut rows, 2));
+    }
 }

@@ -15,6 +15,7 @@ use maud::{html, Markup};
 use portail_core::catalog::{self, AuditQuery, FileQuery, FileWithBucket, FolderQuery};
 use serde::Deserialize;
 
+use crate::routes::split_page;
 use crate::ui::session::Viewer;
 use crate::ui::{human_size, layout, q, when, PageError};
 use crate::AppState;
@@ -132,8 +133,7 @@ async fn folder(
         limit: PAGE + 1,
     };
     let mut files = catalog::folder_files(&state.pool, &query).await?;
-    let more = files.len() as i64 > PAGE;
-    files.truncate(PAGE as usize);
+    let more = split_page(&mut files, PAGE);
     let next = more
         .then(|| files.last().map(|f| cursor(sort, f)))
         .flatten();
@@ -253,8 +253,7 @@ async fn search(
         ..Default::default()
     };
     let mut files = catalog::list_files(&state.pool, &query).await?;
-    let more = files.len() as i64 > PAGE;
-    files.truncate(PAGE as usize);
+    let more = split_page(&mut files, PAGE);
     Ok(html! {
         h1 { "Files matching “" (text) "”" }
         p.counts { (files.len()) @if more { "+" } " files" }
@@ -300,8 +299,7 @@ pub async fn audit(
         ..Default::default()
     };
     let mut entries = catalog::audit_page(&state.pool, &query).await?;
-    let more = entries.len() as i64 > PAGE;
-    entries.truncate(PAGE as usize);
+    let more = split_page(&mut entries, PAGE);
     let body = html! {
         h1 { "Audit log" }
         table.entries {

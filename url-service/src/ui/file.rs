@@ -13,10 +13,9 @@ use serde::Deserialize;
 
 use crate::audit::Client;
 use crate::error::ApiError;
-use crate::routes::files::{
-    audit_outcome, content_disposition, ensure_servable, file_name, presign, visible_file,
-    Disposition,
-};
+use crate::routes::content::attachment_url;
+use crate::routes::files::{audit_outcome, ensure_servable, file_name, visible_file};
+use crate::routes::links::{issue_link, revoke_visible_link, Issued};
 use crate::routes::IdParam;
 use crate::ui::session::{forbidden, Viewer};
 use crate::ui::{human_size, layout, q, when, PageError};
@@ -138,9 +137,7 @@ pub async fn download(
     let answer = async {
         let file = visible_file(&state, &viewer.caller, id).await?;
         ensure_servable(&file)?;
-        let disposition = content_disposition(Disposition::Attachment, file_name(&file));
-        let ttl = state.settings.default_url_ttl.0;
-        presign(&state, &file, ttl, Some(disposition)).await
+        attachment_url(&state, &file).await
     }
     .await;
     let outcome = audit_outcome(answer.as_ref().map(|_| "issued"));
@@ -149,7 +146,7 @@ pub async fn download(
         .audit
         .record(client.entry(Some(id), actor, "ui", outcome))
         .await;
-    Ok(Redirect::to(&answer?.url).into_response())
+    Ok(Redirect::to(&answer?).into_response())
 }
 
 /// The share form.
@@ -191,14 +188,8 @@ pub async fn create_link(
                 .ok_or_else(|| bad("the download limit must be a whole number of at least 1"))?,
         ),
     };
-    let file = visible_file(&state, &viewer.caller, id).await?;
-    ensure_servable(&file)?;
-    let token = crate::auth::generate_link_token();
-    let expires = chrono::Utc::now() + chrono::Duration::seconds(form.expires_in_seconds);
-    let hash = crate::auth::token_hash(&token);
-    let name = &viewer.caller.0.name;
-    catalog::create_link(&state.pool, file.file.id, &hash, name, expires, max).await?;
-    let url = format!("{}/l/{token}", state.settings.public_base_url());
+    let Issued { file, url, .. } =
+        issue_link(&state, &viewer.caller, id, form.expires_in_seconds, max).await?;
     Ok(render(&state, &viewer, &file, Some(&url))
         .await?
         .into_response())
@@ -214,13 +205,7 @@ pub async fn revoke_link(
     if !viewer.csrf_ok(&form.csrf) {
         return Ok(forbidden());
     }
-    let link = catalog::link_by_id(&state.pool, id)
-        .await?
-        .ok_or(PageError(ApiError::NotFound("link")))?;
-    visible_file(&state, &viewer.caller, link.file_id)
-        .await
-        .map_err(|_| PageError(ApiError::NotFound("link")))?;
-    catalog::revoke_link(&state.pool, id).await?;
+    let link = revoke_visible_link(&state, &viewer.caller, id).await?;
     Ok(Redirect::to(&format!("/ui/files/{}", link.file_id)).into_response())
 }
 
