@@ -87,6 +87,72 @@ async fn search_matches_a_substring_anywhere_ignoring_case_and_wildcards() {
     assert_eq!(status, 400, "{body}");
 }
 
+/// Every path a search answers, read `limit` at a time through `next_cursor`; none twice, and
+/// each page in id order.
+async fn search_all(svc: &TestUrlService, token: &str, filter: &str, limit: usize) -> Vec<String> {
+    let (mut all, mut cursor, mut last_id) = (Vec::new(), String::new(), 0);
+    loop {
+        let path = format!("/v1/files?limit={limit}{filter}&cursor={cursor}");
+        let (status, page) = get_json(svc, token, &path).await;
+        assert_eq!(status, 200, "{page}");
+        for f in page["files"].as_array().unwrap() {
+            let id = f["id"].as_i64().unwrap();
+            assert!(id > last_id, "not in id order, or twice: {f}");
+            last_id = id;
+            all.push(f["path"].as_str().unwrap().to_string());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = c.to_string(),
+            None => return all,
+        }
+    }
+}
+
+/// A search in one agent takes its own query (ordered by agent, then id: catalog::list_files).
+/// Another agent's rows, with lower ids and matching names, must never leak into its pages,
+/// and its pages must still come in id order with nothing skipped, for `?agent=`, for a token
+/// scoped to the agent, and for `status=any`.
+#[tokio::test]
+async fn a_search_in_one_agent_pages_through_that_agent_only_in_id_order() {
+    let env = TestEnv::new().await;
+    sqlx::raw_sql(
+        "insert into agents (name, hostname, root, bucket) values ('earlier', 'h', '/r', 'b');
+         insert into files (agent_id, path, s3_key, size_bytes, mtime, status, md5)
+           select a.id, 'dir/report-' || i || '.txt', 'k' || i, 1, now(), 'synced', null
+           from agents a, generate_series(1, 50) i where a.name = 'earlier'",
+    )
+    .execute(&env.db.pool)
+    .await
+    .unwrap();
+    let names: Vec<String> = (0..7).map(|i| format!("mine/report-{i}.txt")).collect();
+    for n in &names {
+        env.write(n, n.as_bytes());
+    }
+    env.write("mine/other.txt", b"not a match");
+    let agent = env.agent(env.settings()).await;
+    assert!(env.sync(&agent).await.converged());
+    let me = agent.settings.agent_name();
+    let svc = env.spawn_url_service().await;
+    let mut want = names.clone();
+    want.sort();
+    for filter in [
+        format!("&agent={me}&q=report"),
+        format!("&agent={me}&q=report&status=any"),
+    ] {
+        let mut got = search_all(&svc, &svc.token, &filter, 3).await;
+        got.sort();
+        assert_eq!(got, want, "{filter}");
+    }
+    let scoped = env.create_token("mine-only", None, Some(&me)).await;
+    let mut got = search_all(&svc, &scoped, "&q=report", 2).await;
+    got.sort();
+    assert_eq!(got, want, "a token scoped to the agent");
+    let everyone = search_all(&svc, &svc.token, "&q=report", 20).await;
+    assert_eq!(everyone.len(), 57, "without an agent: both agents' matches");
+    let none = search_all(&svc, &svc.token, "&agent=nobody&q=report", 3).await;
+    assert!(none.is_empty(), "an unknown agent has no files");
+}
+
 /// The whole audit log as `token` sees it, newest first, read `limit` at a time; every entry
 /// must appear exactly once.
 async fn audit_all(svc: &TestUrlService, token: &str, filter: &str, limit: usize) -> Vec<Value> {

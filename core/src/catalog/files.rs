@@ -317,7 +317,21 @@ pub async fn agent_totals(pool: &PgPool, agent_id: i64) -> sqlx::Result<AgentTot
 
 /// A page of files, in id order (stable while files are added), for `GET /v1/files`.
 /// Every filter is optional; `scope_*` come from the caller's token and always apply.
+/// One agent and one status (the usual search: `?agent=&q=`, status `synced` by default) take
+/// [`agent_files`]. A search is planned for its own text (an unnamed statement, never a cached
+/// generic plan): a rare substring goes through the trigram index, a common one along the ids.
 pub async fn list_files(pool: &PgPool, q: &FileQuery<'_>) -> sqlx::Result<Vec<FileWithBucket>> {
+    let one_agent = match (q.agent, q.scope_agent) {
+        // Names are unique: a file cannot belong to both.
+        (Some(a), Some(s)) if a != s => return Ok(Vec::new()),
+        (a, s) => a.or(s),
+    };
+    if let (Some(name), Some(status)) = (one_agent, q.status) {
+        return match super::agents::agent_id_by_name(pool, name).await? {
+            Some(agent_id) => agent_files(pool, agent_id, status, q).await,
+            None => Ok(Vec::new()),
+        };
+    }
     sqlx::query_as::<_, FileWithBucket>(
         "select f.*, a.bucket, a.name as agent_name
          from files f join agents a on a.id = f.agent_id
@@ -339,6 +353,44 @@ pub async fn list_files(pool: &PgPool, q: &FileQuery<'_>) -> sqlx::Result<Vec<Fi
     .bind(q.after_id)
     .bind(q.limit)
     .bind(q.q.map(like_escape))
+    .persistent(q.q.is_none())
+    .fetch_all(pool)
+    .await
+}
+
+/// [`list_files`] for one agent and one status: that agent's rows in id order, read along
+/// `files_agent_status_id_idx`. It orders by `(agent_id, id)`, the same order here, and names
+/// the agent with a range (`between $1 and $1`) rather than `=`, which the planner would drop
+/// from the order: so the primary key cannot give the order, and is not walked. Written
+/// plainly, the planner walks the primary key over every agent's rows, since it assumes an
+/// agent's rows are spread evenly over the ids when they come in runs: a common substring
+/// searched in an agent whose rows came after another's 1 000 000 took 1.3 s (0.4 ms this way).
+async fn agent_files(
+    pool: &PgPool,
+    agent_id: i64,
+    status: &str,
+    q: &FileQuery<'_>,
+) -> sqlx::Result<Vec<FileWithBucket>> {
+    sqlx::query_as::<_, FileWithBucket>(
+        "select f.*, a.bucket, a.name as agent_name
+         from files f join agents a on a.id = f.agent_id
+         where f.agent_id between $1 and $1
+           and ($2::text is null or starts_with(f.path, $2))
+           and ($3::text is null or starts_with(f.path, $3))
+           and f.status = $4
+           and f.id > $5
+           and ($7::text is null or f.path ilike '%' || $7 || '%')
+         order by f.agent_id, f.id
+         limit $6",
+    )
+    .bind(agent_id)
+    .bind(q.path_prefix)
+    .bind(q.scope_prefix)
+    .bind(status)
+    .bind(q.after_id)
+    .bind(q.limit)
+    .bind(q.q.map(like_escape))
+    .persistent(q.q.is_none())
     .fetch_all(pool)
     .await
 }
