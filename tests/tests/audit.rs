@@ -88,24 +88,18 @@ async fn search_matches_a_substring_anywhere_ignoring_case_and_wildcards() {
 }
 
 /// Every path a search answers, read `limit` at a time through `next_cursor`; none twice, and
-/// each page in id order.
+/// in id order across the pages.
 async fn search_all(svc: &TestUrlService, token: &str, filter: &str, limit: usize) -> Vec<String> {
-    let (mut all, mut cursor, mut last_id) = (Vec::new(), String::new(), 0);
-    loop {
-        let path = format!("/v1/files?limit={limit}{filter}&cursor={cursor}");
-        let (status, page) = get_json(svc, token, &path).await;
-        assert_eq!(status, 200, "{page}");
-        for f in page["files"].as_array().unwrap() {
-            let id = f["id"].as_i64().unwrap();
-            assert!(id > last_id, "not in id order, or twice: {f}");
-            last_id = id;
-            all.push(f["path"].as_str().unwrap().to_string());
-        }
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = c.to_string(),
-            None => return all,
-        }
-    }
+    let files = all_pages(svc, token, "/v1/files", "files", filter, limit).await;
+    let ids: Vec<i64> = files.iter().map(|f| f["id"].as_i64().unwrap()).collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "not in id order: {ids:?}"
+    );
+    files
+        .iter()
+        .map(|f| f["path"].as_str().unwrap().to_string())
+        .collect()
 }
 
 /// A search in one agent takes its own query (ordered by agent, then id: catalog::list_files).
@@ -156,12 +150,25 @@ async fn a_search_in_one_agent_pages_through_that_agent_only_in_id_order() {
 /// The whole audit log as `token` sees it, newest first, read `limit` at a time; every entry
 /// must appear exactly once.
 async fn audit_all(svc: &TestUrlService, token: &str, filter: &str, limit: usize) -> Vec<Value> {
+    all_pages(svc, token, "/v1/audit", "entries", filter, limit).await
+}
+
+/// Every item of a keyset-paginated route (`items` in each page), read `limit` at a time
+/// through `next_cursor`; none may appear twice.
+async fn all_pages(
+    svc: &TestUrlService,
+    token: &str,
+    route: &str,
+    items: &str,
+    filter: &str,
+    limit: usize,
+) -> Vec<Value> {
     let (mut all, mut cursor, mut seen) = (Vec::new(), String::new(), HashSet::new());
     loop {
-        let path = format!("/v1/audit?limit={limit}{filter}&cursor={cursor}");
+        let path = format!("{route}?limit={limit}{filter}&cursor={cursor}");
         let (status, page) = get_json(svc, token, &path).await;
         assert_eq!(status, 200, "{page}");
-        for e in page["entries"].as_array().unwrap() {
+        for e in page[items].as_array().unwrap() {
             assert!(seen.insert(e["id"].as_i64().unwrap()), "twice: {e}");
             all.push(e.clone());
         }

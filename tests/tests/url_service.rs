@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use portail_core::catalog::{self, EventKind, FileRow, SyncedFile};
-use portail_tests::{TestEnv, TestUrlService};
+use portail_tests::{eventually, TestEnv, TestUrlService};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -136,6 +136,12 @@ async fn bad_expiries_and_bodies_are_400_never_500() {
     );
 }
 
+/// Waits until no token read before now is still believed from the token cache.
+async fn wait_out_token_cache() {
+    let margin = std::time::Duration::from_millis(100);
+    tokio::time::sleep(portail_url_service::auth::TOKEN_CACHE_TTL + margin).await;
+}
+
 #[tokio::test]
 async fn tokens_are_required_revocable_and_scoped() {
     let (env, svc, rows) = world().await;
@@ -219,10 +225,7 @@ async fn tokens_are_required_revocable_and_scoped() {
     assert!(catalog::revoke_token(&env.db.pool, "docs-only")
         .await
         .unwrap());
-    tokio::time::sleep(
-        portail_url_service::auth::TOKEN_CACHE_TTL + std::time::Duration::from_millis(100),
-    )
-    .await;
+    wait_out_token_cache().await;
     assert_eq!(get(&svc, &docs, "/v1/files").await.0, 401);
 }
 
@@ -365,16 +368,11 @@ async fn share_links_redirect_count_atomically_and_can_be_revoked() {
     assert_eq!(links.len(), 2);
     assert_eq!(links[1]["downloads"], 3);
     // The unlimited link's click is counted with its audit entry, a moment later.
-    let mut counted = links[0]["downloads"].clone();
-    for _ in 0..50 {
-        if counted == 1 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    eventually(1, "the unlimited link's click counted", || async {
         let (_, list) = get(&svc, &svc.token, &format!("/v1/links?file_id={id}")).await;
-        counted = list["links"][0]["downloads"].clone();
-    }
-    assert_eq!(counted, 1, "the unlimited link's click");
+        list["links"][0]["downloads"] == 1
+    })
+    .await;
     assert!(links.iter().all(|l| l.get("token_sha256").is_none()));
     let lid = unlimited["id"].as_i64().unwrap();
     let r = svc
@@ -561,10 +559,7 @@ async fn token_cli_prints_the_token_once_and_stores_only_its_hash() {
         "names are unique"
     );
     assert!(run(&["token", "revoke", "cli"]).status.success());
-    tokio::time::sleep(
-        portail_url_service::auth::TOKEN_CACHE_TTL + std::time::Duration::from_millis(100),
-    )
-    .await;
+    wait_out_token_cache().await;
     assert_eq!(get(&svc, token, "/v1/files").await.0, 401);
     assert_eq!(
         run(&["token", "revoke", "cli"]).status.code(),
