@@ -281,6 +281,23 @@ impl TestEnv {
         mirror
     }
 
+    /// How many catalog rows are `synced`, over every agent of this test's database. The agent
+    /// stores an object before it writes its row, in batches, so a test that saw the objects
+    /// and needs the rows waits for this too.
+    pub async fn synced_rows(&self) -> usize {
+        let n: i64 = sqlx::query_scalar("select count(*) from files where status = 'synced'")
+            .fetch_one(&self.db.pool)
+            .await
+            .expect("count synced rows");
+        n as usize
+    }
+
+    /// Whether S3 holds exactly `n` mirror objects and the catalog `n` synced rows: the state
+    /// after a pass over `n` files, seen from both sides.
+    pub async fn mirrored_count(&self, n: usize) -> bool {
+        self.keys().await.len() == n && self.synced_rows().await == n
+    }
+
     /// The history copies (HISTORY=prefix, under the default HISTORY_PREFIX), sorted.
     pub async fn history_keys(&self) -> Vec<String> {
         let (_, history) = self.all_keys().await;

@@ -114,8 +114,9 @@ async fn a_live_prometheus_evaluates_every_panel_and_alert_and_fires_deletes_blo
         .env("DELETE_GRACE", "1s")
         .spawn()
         .unwrap();
-    eventually(30, "3 files synced", || async {
-        env.keys().await.len() == 3
+    // Objects are stored before their rows are written: wait for both.
+    eventually(30, "3 files synced, objects and rows", || async {
+        env.mirrored_count(3).await
     })
     .await;
     let svc = env.spawn_url_service().await;
