@@ -1,4 +1,4 @@
-//! The `portail-agent` binary: parses arguments and hands over to [`portail_agent::cli::run`].
+//! The `portail-agent` binary: parses arguments and hands over to [`portail_agent::app::cli::run`].
 //!
 //! The runtime is Tokio's single-threaded one. The agent's async side only drives requests:
 //! everything that costs CPU or may block (the walk, reading and hashing files, multipart
@@ -11,5 +11,5 @@ use clap::Parser;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
-    portail_agent::cli::run(portail_agent::cli::Cli::parse()).await
+    portail_agent::app::cli::run(portail_agent::app::cli::Cli::parse()).await
 }

@@ -207,26 +207,7 @@ impl AgentMetrics {
             controls: ControlMetrics::register(&r)?,
             history: HistoryMetrics::register(&r)?,
         };
-        metrics.zero_known_labels();
         Ok(metrics)
-    }
-
-    /// Exports a zero for every known label set, so dashboards and alerts see a series (and
-    /// `increase()` sees the first event) before anything happens.
-    fn zero_known_labels(&self) {
-        for g in crate::delete::Guard::ALL {
-            self.deletes_blocked.with_label_values(&[g.label()]);
-        }
-        for c in crate::watch::RescanCause::ALL {
-            self.watch_rescans.with_label_values(&[c.label()]);
-        }
-        for r in crate::scan::SkipReason::ALL {
-            self.files_skipped.with_label_values(&[r.label()]);
-        }
-        for (stage, kind) in crate::report::known_errors() {
-            self.errors
-                .with_label_values(&[stage.label(), kind.label()]);
-        }
     }
 }
 

@@ -27,20 +27,22 @@ async fn verify_lists_archived_objects_apart_from_drift() {
         .expect("head");
     assert_eq!(head.storage_class().map(|c| c.as_str()), Some("GLACIER"));
 
-    let report = portail_agent::verify::verify(&agent).await.expect("verify");
+    let report = portail_agent::ops::verify::verify(&agent)
+        .await
+        .expect("verify");
     assert_eq!(report.drift, vec![]);
     assert_eq!(report.archived, ["cold/a.txt", "cold/b.txt"]);
 
     // `restore` never reads them back silently either: each is named as needing RestoreObject,
     // and nothing is written under its name.
     let dir = tempfile::tempdir().expect("tempdir");
-    let r = portail_agent::restore::Restore {
+    let r = portail_agent::ops::restore::Restore {
         pool: &env.db.pool,
         agent_id: agent.id,
         transfer: &agent.transfer,
         sync_root: env.root.path(),
     }
-    .run(&portail_agent::restore::RestoreOptions::new(
+    .run(&portail_agent::ops::restore::RestoreOptions::new(
         dir.path(),
         chrono::Utc::now(),
     ))

@@ -125,7 +125,7 @@ async fn a_search_in_one_agent_pages_through_that_agent_only_in_id_order() {
     env.write("mine/other.txt", b"not a match");
     let agent = env.agent(env.settings()).await;
     assert!(env.sync(&agent).await.converged());
-    let me = agent.settings.agent_name();
+    let me = agent.name.clone();
     let svc = env.spawn_url_service().await;
     let mut want = names.clone();
     want.sort();

@@ -222,7 +222,7 @@ async fn passes_count_deletes_over_the_window_and_a_tripped_guard_holds_until_re
     let blocked = r.deletes_blocked.expect("the window's 60% is refused");
     assert_eq!(
         blocked.guard,
-        portail_agent::delete::Guard::MaxDeletePercent
+        portail_agent::model::guard::Guard::MaxDeletePercent
     );
     assert!(
         blocked
@@ -254,10 +254,13 @@ async fn passes_count_deletes_over_the_window_and_a_tripped_guard_holds_until_re
         plan.planned
     );
 
-    let said =
-        portail_agent::guard::release(&env.db.pool, "passes", portail_agent::guard::Kind::Deletes)
-            .await
-            .unwrap();
+    let said = portail_agent::policy::guard::release(
+        &env.db.pool,
+        "passes",
+        portail_agent::policy::guard::Kind::Deletes,
+    )
+    .await
+    .unwrap();
     assert!(said.starts_with("released 3 held deletes"), "{said}");
     let r = env.sync(&agent).await;
     assert!(r.converged(), "{r:?}");

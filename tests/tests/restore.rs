@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use portail_agent::restore::{Restore, RestoreOptions, RestoreReport};
+use portail_agent::ops::restore::{Restore, RestoreOptions, RestoreReport};
 use portail_agent::Agent;
 use portail_tests::TestEnv;
 
@@ -140,7 +140,7 @@ async fn a_tree_restores_as_of_each_of_three_passes() {
         "replaced content was copied aside"
     );
     assert_restores(&env, &agent, &states).await;
-    let report = portail_agent::verify::verify(&agent).await.unwrap();
+    let report = portail_agent::ops::verify::verify(&agent).await.unwrap();
     assert_eq!(report.drift, vec![], "history copies are not orphans");
 
     // The object of every current file carries its mtime and mode in rclone's names; a
@@ -231,7 +231,7 @@ async fn versioning_agent(env: &TestEnv) -> (portail_tests::moto::Moto, aws_sdk_
         agent.transfer.versioning_enabled().await.is_err(),
         "moto fixed its answer: drop this override"
     );
-    agent.history = portail_agent::history::History::Versioning;
+    agent.history = portail_agent::policy::history::History::Versioning;
     (moto, client, agent)
 }
 
@@ -382,7 +382,7 @@ async fn purge_deletes_history_past_the_retention_and_keeps_the_rest() {
     );
 
     // Within the retention (30 days by default): nothing goes.
-    let p = portail_agent::history::purge(&agent).await.unwrap();
+    let p = agent.purger().purge().await.unwrap();
     assert_eq!((p.versions, p.objects), (0, 0));
     assert_eq!(env.history_keys().await.len(), 2);
 
@@ -390,7 +390,7 @@ async fn purge_deletes_history_past_the_retention_and_keeps_the_rest() {
     // current versions stay.
     s.history_retention = portail_core::config::HumanDuration(std::time::Duration::ZERO);
     let strict = env.agent(s).await;
-    let p = portail_agent::history::purge(&strict).await.unwrap();
+    let p = strict.purger().purge().await.unwrap();
     assert_eq!((p.versions, p.objects, p.failed), (2, 2, 0));
     assert!(env.history_keys().await.is_empty());
     let left = portail_core::catalog::versions_of_path(&env.db.pool, agent.id, "keep.txt")
@@ -444,13 +444,13 @@ async fn recover_from_the_bucket(
     agent: &Agent,
     states: &[(DateTime<Utc>, Tree)],
     versioned: bool,
-) -> portail_agent::recover::Rebuilt {
+) -> portail_agent::ops::recover::Rebuilt {
     let h = format!("{}.portail-history/", agent.prefix);
     for (at, expected) in states {
         let dir = tempfile::tempdir().unwrap();
         let opts = options(dir.path(), *at);
         let root = env.root.path();
-        let r = portail_agent::restore::from_bucket(
+        let r = portail_agent::ops::restore::from_bucket(
             &agent.transfer,
             &agent.prefix,
             &h,
@@ -471,7 +471,7 @@ async fn recover_from_the_bucket(
             .await
             .unwrap();
     }
-    let rebuilt = portail_agent::recover::rebuild(agent).await.unwrap();
+    let rebuilt = portail_agent::ops::recover::rebuild(agent).await.unwrap();
     assert_eq!(
         (rebuilt.files, rebuilt.skipped.len()),
         (2, 0),
@@ -480,9 +480,11 @@ async fn recover_from_the_bucket(
     let r = env.sync(agent).await;
     assert!(r.converged(), "{r:?}");
     assert_eq!((r.uploaded, r.renamed, r.deleted), (0, 0, 0), "{r:?}");
-    let report = portail_agent::verify::verify(agent).await.unwrap();
+    let report = portail_agent::ops::verify::verify(agent).await.unwrap();
     assert_eq!(report.drift, vec![]);
-    let e = portail_agent::recover::rebuild(agent).await.unwrap_err();
+    let e = portail_agent::ops::recover::rebuild(agent)
+        .await
+        .unwrap_err();
     assert!(format!("{e:#}").contains("already has rows"), "{e:#}");
     for (at, expected) in states {
         let dir = tempfile::tempdir().unwrap();

@@ -6,7 +6,7 @@
 use std::process::Output;
 use std::time::Duration;
 
-use portail_agent::restore::{Restore, RestoreOptions};
+use portail_agent::ops::restore::{Restore, RestoreOptions};
 use portail_tests::TestEnv;
 
 async fn run(env: &TestEnv, args: &[&str], vars: &[(&str, &str)]) -> Output {

@@ -3,9 +3,9 @@
 
 use std::os::unix::fs::symlink;
 
-use portail_agent::delete::Guard;
-use portail_agent::report::Stage;
-use portail_agent::scan::SkipReason;
+use portail_agent::model::guard::Guard;
+use portail_agent::model::report::Stage;
+use portail_agent::model::tree::SkipReason;
 use portail_agent::{AgentSettings, SyncOptions};
 use portail_core::catalog::{self, FileRow, FileStatus};
 use portail_core::config::ByteSize;
@@ -656,7 +656,7 @@ async fn excludes_are_never_uploaded_and_delete_mode_keep_leaves_objects() {
     env.write("deep/x/.git/HEAD", b"ref");
     let mut s = env.settings();
     s.exclude = vec!["*.tmp".into(), ".git/**".into()];
-    s.delete_mode = portail_agent::config::DeleteMode::Keep;
+    s.delete_mode = portail_agent::policy::delete_rules::DeleteMode::Keep;
     let agent = env.agent(s).await;
     let r = env.sync(&agent).await;
     assert!(r.converged(), "{r:?}");

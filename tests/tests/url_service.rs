@@ -646,7 +646,7 @@ async fn versions_are_listed_and_a_past_one_can_be_presigned() {
     assert_eq!(fetch(body).await, first);
 
     // With HISTORY=off nothing is kept: that version is listed but not restorable.
-    s.history = portail_agent::config::HistorySetting::Off;
+    s.history = portail_agent::policy::history::HistorySetting::Off;
     let off = env.agent(s).await;
     env.write("docs/readme.txt", b"third");
     assert!(env.sync(&off).await.converged());

@@ -1,7 +1,7 @@
 //! `verify` reports no drift after a sync, and reports each kind of drift planted by hand.
 #![allow(clippy::unwrap_used)] // Test code: a panic is the failure report.
 
-use portail_agent::verify::{verify, Drift};
+use portail_agent::ops::verify::{verify, Drift};
 use portail_core::config::ByteSize;
 use portail_tests::TestEnv;
 

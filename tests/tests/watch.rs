@@ -343,7 +343,7 @@ async fn sigkill_in_the_middle_of_a_burst_then_restart_converges() {
     let mut s = env.settings();
     s.agent_id = Some("killed".into());
     let agent = env.agent(s).await;
-    let report = portail_agent::verify::verify(&agent).await.unwrap();
+    let report = portail_agent::ops::verify::verify(&agent).await.unwrap();
     assert_eq!(report.drift, vec![], "after restart everything verifies");
     assert!(catalog::open_multiparts(&env.db.pool, agent.id)
         .await

@@ -137,7 +137,7 @@ async fn non_md5_etags_never_cause_reuploads_or_false_drift() {
     }
     let r = env.sync(&agent).await;
     assert_eq!((r.uploaded, r.metadata_only), (0, 5), "{r:?}");
-    let report = portail_agent::verify::verify(&agent).await.unwrap();
+    let report = portail_agent::ops::verify::verify(&agent).await.unwrap();
     assert_eq!(report.drift, vec![], "md5chksum vouches for every object");
     assert_eq!(report.checked, 5);
     let heads = log(&proxy).iter().filter(|r| r.method == "HEAD").count();
@@ -153,7 +153,7 @@ async fn non_md5_etags_never_cause_reuploads_or_false_drift() {
         .send()
         .await
         .unwrap();
-    let report = portail_agent::verify::verify(&agent).await.unwrap();
+    let report = portail_agent::ops::verify::verify(&agent).await.unwrap();
     assert_eq!(report.drift.len(), 1, "{:?}", report.drift);
 }
 
@@ -171,7 +171,7 @@ async fn sse_c_sends_its_key_with_every_write_part_and_head() {
     };
     let (agent, proxy) = through_proxy(&env, s, faults).await;
     assert!(env.sync(&agent).await.converged());
-    let report = portail_agent::verify::verify(&agent).await.unwrap();
+    let report = portail_agent::ops::verify::verify(&agent).await.unwrap();
     assert_eq!(report.drift, vec![]);
     let log = log(&proxy);
     let keyed = |r: &&Logged| {
@@ -200,13 +200,13 @@ async fn sse_c_sends_its_key_with_every_write_part_and_head() {
 
     // A restore reads with the same key (issue 13).
     let dir = tempfile::tempdir().unwrap();
-    let restored = portail_agent::restore::Restore {
+    let restored = portail_agent::ops::restore::Restore {
         pool: &env.db.pool,
         agent_id: agent.id,
         transfer: &agent.transfer,
         sync_root: env.root.path(),
     }
-    .run(&portail_agent::restore::RestoreOptions::new(
+    .run(&portail_agent::ops::restore::RestoreOptions::new(
         dir.path(),
         chrono::Utc::now(),
     ))

@@ -306,6 +306,32 @@ pub fn ensure_servable(file: &FileWithBucket) -> Result<(), ApiError> {
     }
 }
 
+/// The object to sign for one version of `file`: its history copy, or the object at its S3
+/// version; the current version is the file's object. 404 for a version of another file;
+/// 409 when its bytes were not kept, or are encrypted with SSE-C.
+pub async fn version_object(
+    state: &AppState,
+    file: &FileWithBucket,
+    version_id: i64,
+) -> Result<(String, Option<String>), ApiError> {
+    let v = catalog::version_by_id(&state.pool, version_id)
+        .await?
+        .filter(|v| v.file_id == file.file.id)
+        .ok_or(ApiError::NotFound("version"))?;
+    if v.encryption.as_deref() == Some("SSE-C") {
+        return Err(sse_c_conflict());
+    }
+    match (v.valid_to, v.history_key, v.version_id) {
+        (_, Some(h), _) => Ok((h, None)),
+        (_, None, Some(s3v)) => Ok((v.s3_key, Some(s3v))),
+        (None, None, None) => Ok((v.s3_key, None)),
+        (Some(_), None, None) => Err(ApiError::Conflict {
+            code: "version_not_kept",
+            message: "this version's content was not kept (HISTORY=off, or purged after HISTORY_RETENTION)".into(),
+        }),
+    }
+}
+
 /// The 409 for an object encrypted with a customer key.
 pub fn sse_c_conflict() -> ApiError {
     ApiError::Conflict {
@@ -364,7 +390,7 @@ async fn sign_url(
     let file = visible_file(state, caller, id).await?;
     // A past version can be served even once the file is deleted: that is what it is for.
     let object = match req.version_id {
-        Some(v) => crate::routes::versions::version_object(state, &file, v).await?,
+        Some(v) => version_object(state, &file, v).await?,
         None => {
             ensure_servable(&file)?;
             (file.file.s3_key.clone(), None)

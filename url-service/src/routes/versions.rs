@@ -7,7 +7,7 @@
 use axum::extract::State;
 use axum::Json;
 use chrono::{DateTime, Utc};
-use portail_core::catalog::{self, FileWithBucket, VersionRow};
+use portail_core::catalog::{self, VersionRow};
 use serde::Serialize;
 
 use crate::auth::Caller;
@@ -74,30 +74,4 @@ pub async fn list_versions(
     Ok(Json(VersionList {
         versions: rows.into_iter().map(VersionView::from).collect(),
     }))
-}
-
-/// The object to sign for one version of `file`: its history copy, or the object at its S3
-/// version; the current version is the file's object. 404 for a version of another file;
-/// 409 when its bytes were not kept, or are encrypted with SSE-C.
-pub async fn version_object(
-    state: &AppState,
-    file: &FileWithBucket,
-    version_id: i64,
-) -> Result<(String, Option<String>), ApiError> {
-    let v = catalog::version_by_id(&state.pool, version_id)
-        .await?
-        .filter(|v| v.file_id == file.file.id)
-        .ok_or(ApiError::NotFound("version"))?;
-    if v.encryption.as_deref() == Some("SSE-C") {
-        return Err(crate::routes::files::sse_c_conflict());
-    }
-    match (v.valid_to, v.history_key, v.version_id) {
-        (_, Some(h), _) => Ok((h, None)),
-        (_, None, Some(s3v)) => Ok((v.s3_key, Some(s3v))),
-        (None, None, None) => Ok((v.s3_key, None)),
-        (Some(_), None, None) => Err(ApiError::Conflict {
-            code: "version_not_kept",
-            message: "this version's content was not kept (HISTORY=off, or purged after HISTORY_RETENTION)".into(),
-        }),
-    }
 }

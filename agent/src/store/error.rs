@@ -3,7 +3,7 @@
 
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
-use crate::report::FailureKind;
+use crate::model::report::FailureKind;
 
 /// An S3 request that failed.
 #[derive(Debug, thiserror::Error)]

@@ -22,13 +22,13 @@ use portail_core::catalog::{self, FailedFile, FileRow, PendingFile, SyncedFile};
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 
-use crate::delete::Blocked;
-use crate::file::{Outcome, ATTEMPTS};
-use crate::progress::Progress;
-use crate::report::{Failure, FailureKind, Stage, SyncReport};
-use crate::scan::ScanOutcome;
-use crate::transfer::MultipartJournal;
-use crate::Agent;
+use crate::agent::Agent;
+use crate::fs::scan::ScanOutcome;
+use crate::model::guard::Blocked;
+use crate::model::report::{Failure, FailureKind, Stage, SyncReport};
+use crate::pass::file::{Outcome, ATTEMPTS};
+use crate::pass::progress::Progress;
+use crate::store::MultipartJournal;
 
 /// Rows per write.
 pub const BATCH: usize = 500;
@@ -252,12 +252,17 @@ impl<'a> Recorder<'a> {
         Ok(self.report)
     }
 
-    /// Ends a full pass: the gauges from the catalog's totals, and the time of success.
+    /// Ends a full pass: the gauges and the guards' base from the catalog's totals, and the time
+    /// of success.
     pub async fn finish(mut self, started: std::time::Instant) -> anyhow::Result<SyncReport> {
         self.flush().await?;
         let m = &self.agent.metrics;
         let totals = catalog::agent_totals(&self.agent.pool, self.agent.id).await?;
         m.tracked_files.set(totals.synced_files);
+        // The tripwire's base for the watch batches until the next full pass.
+        self.agent
+            .guards
+            .note_tracked(totals.synced_files.max(0) as u64);
         m.tracked_bytes.set(totals.synced_bytes);
         m.pending_files.set(totals.unsynced_files);
         self.report.elapsed = started.elapsed();

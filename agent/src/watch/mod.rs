@@ -35,15 +35,17 @@ use portail_core::catalog::{self, FileRow, FileStatus};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::delete::{self, DeleteContext};
-use crate::file::rename_sources;
-use crate::guard;
-use crate::merge::{self, Entry};
-use crate::pass::{self, SyncOptions};
-use crate::record::Recorder;
-use crate::report::{FailureKind, Stage};
-use crate::scan::{self, LocalFile, PathState};
-use crate::Agent;
+use crate::agent::Agent;
+use crate::fs::scan::{self, PathState};
+use crate::model::report::{FailureKind, Stage};
+use crate::model::tree::LocalFile;
+use crate::pass::delete;
+use crate::pass::file::rename_sources;
+use crate::pass::merge::{self, Entry};
+use crate::pass::record::Recorder;
+use crate::pass::run::{self as pass, SyncOptions};
+use crate::policy::delete_rules::DeleteContext;
+use crate::policy::guard;
 
 /// Why watch mode ran a full reconcile (the `cause` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,23 +208,23 @@ pub async fn run(
         tx: tx.clone(),
         health: health.clone(),
     });
-    let root = agent.settings.sync_root.clone();
-    let settle = agent.settings.settle_time.0;
-    let grace = agent.settings.delete_grace.0;
+    let root = agent.root.clone();
+    let settle = agent.options.watch.settle;
+    let grace = agent.options.watch.delete_grace;
     let mut shutdown = std::pin::pin!(shutdown);
 
     // The watcher starts before the first pass, so nothing written during it is missed.
     let _watcher = spawn_watcher(&root, &tx, &health).await?;
-    let mut state = State::new(Instant::now(), agent.settings.max_sync_delay.0);
+    let mut state = State::new(Instant::now(), agent.options.watch.max_sync_delay);
     let mut interval = tokio::time::interval_at(
-        Instant::now() + agent.settings.rescan_interval.0,
-        agent.settings.rescan_interval.0,
+        Instant::now() + agent.options.watch.rescan_interval,
+        agent.options.watch.rescan_interval,
     );
     let tick = (settle / 4).clamp(Duration::from_millis(10), CLOSED_SETTLE);
     let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut release = ReleasePoll::new();
-    let purge = crate::history::spawn_purge(agent.clone());
+    let purge = crate::policy::history::spawn_purge(agent.purger());
 
     loop {
         tokio::select! {
@@ -238,7 +240,7 @@ pub async fn run(
                 }
             },
             _ = interval.tick() => { state.full_due.get_or_insert((Instant::now(), RescanCause::Interval)); }
-            _ = release.interval.tick(), if guard::holding(agent) => if release.released(agent).await {
+            _ = release.interval.tick(), if agent.guards.holding() => if release.released(agent).await {
                 state.full_due.get_or_insert((Instant::now(), RescanCause::Release));
             },
             _ = ticker.tick() => {
@@ -253,7 +255,7 @@ pub async fn run(
                         _ = &mut fut => false,
                         _ = &mut shutdown => {
                             tracing::info!("shutting down: finishing in-flight work");
-                            if tokio::time::timeout(agent.settings.shutdown_timeout.0, &mut fut).await.is_err() {
+                            if tokio::time::timeout(agent.options.watch.shutdown_timeout, &mut fut).await.is_err() {
                                 tracing::warn!("in-flight work did not finish within SHUTDOWN_TIMEOUT; exiting anyway");
                             }
                             true
@@ -596,12 +598,12 @@ impl State {
         self.hold_missing(agent, &missing, &since, now, grace)
             .await?;
         self.present(files.iter().map(|f| f.path.as_str()));
-        guard::present(agent, files.iter().map(|f| f.path.as_str()));
+        agent.guards.present(files.iter().map(|f| f.path.as_str()));
 
         let busy = self.synced(&paths);
         let mut rec = Recorder::new(agent);
         if !files.is_empty() {
-            guard::load_tripwire(agent, guard::Tracked::LastPass).await?;
+            agent.guards.load_tripwire(guard::Tracked::LastPass).await?;
             self.sync_present(agent, files, &busy, &mut rec).await?;
             let failed: HashSet<String> =
                 rec.report().failed.iter().map(|f| f.path.clone()).collect();
@@ -621,7 +623,7 @@ impl State {
             }
         }
         delete_expired(agent, deletes, &mut rec).await?;
-        guard::settle(agent).await?;
+        agent.guards.settle().await?;
         let report = rec.into_report().await?;
         if !report.failed.is_empty() || report.deletes_blocked.is_some() || report.changes_held > 0
         {
@@ -740,7 +742,7 @@ async fn delete_expired(
     deletes: Vec<(String, Due)>,
     rec: &mut Recorder<'_>,
 ) -> anyhow::Result<()> {
-    let root = &agent.settings.sync_root;
+    let root = &agent.root;
     let due: Vec<String> = deletes
         .into_iter()
         .map(|(p, _)| p)

@@ -1,13 +1,13 @@
 //! The pass driver: one full pass, as named steps in the order they run.
 //!
-//! In: an [`Agent`](crate::Agent) and [`SyncOptions`]. Out: a [`SyncReport`] with every count,
+//! In: an [`Agent`](crate::agent::Agent) and [`SyncOptions`]. Out: a [`SyncReport`] with every count,
 //! every skipped entry and every failure, after S3 and the catalog have been brought in line
 //! with the tree as far as the guards allow. `Err` only for what stops a whole pass: the root
 //! is missing, or the catalog cannot be reached.
 //!
 //! 1. [`scan_merge_transfer`]: the walk ([`crate::scan`]) feeds the merge with the catalog
-//!    ([`crate::merge`]), whose work is hashed and stored ([`crate::file`]) and recorded
-//!    ([`crate::record`]) while the walk goes on. New files wait when they might be renames.
+//!    ([`crate::pass::merge`]), whose work is hashed and stored ([`crate::pass::file`]) and recorded
+//!    ([`crate::pass::record`]) while the walk goes on. New files wait when they might be renames.
 //! 2. [`transfer_files`] for those new files, once every vanished row is known, so that a twin
 //!    of a vanished file becomes a server-side copy.
 //! 3. [`crate::delete::delete_gone`], after every upload and copy, so a rename never loses its
@@ -26,15 +26,17 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::delete::{self, DeleteContext};
-use crate::file::{self, rename_sources, ReadMode, RenameSources};
-use crate::guard;
-use crate::merge::{CatalogRows, Entry, Merge, Work};
-use crate::progress::Progress;
-use crate::record::Recorder;
-use crate::report::{Stage, SyncReport};
-use crate::scan::{self, LocalFile, ScanError, ScanOutcome};
-use crate::Agent;
+use crate::agent::Agent;
+use crate::fs::scan::{self, ScanError, ScanOutcome};
+use crate::model::report::{Stage, SyncReport};
+use crate::model::tree::LocalFile;
+use crate::pass::delete;
+use crate::pass::file::{self, rename_sources, ReadMode, RenameSources};
+use crate::pass::merge::{CatalogRows, Entry, Merge, Work};
+use crate::pass::progress::Progress;
+use crate::pass::record::Recorder;
+use crate::policy::delete_rules::DeleteContext;
+use crate::policy::guard;
 
 /// Files waiting in the channel from the walk to the merge.
 const SCAN_QUEUE: usize = 4096;
@@ -66,17 +68,19 @@ impl Default for SyncOptions {
 pub async fn sync_once(agent: &Agent, opts: &SyncOptions) -> anyhow::Result<SyncReport> {
     let started = Instant::now();
     // Fail before anything else when the root is gone (an unmounted share).
-    if !agent.settings.sync_root.is_dir() {
-        return Err(ScanError::RootMissing(agent.settings.sync_root.clone()).into());
+    if !agent.root.is_dir() {
+        return Err(ScanError::RootMissing(agent.root.clone()).into());
     }
     let mut rec = Recorder::new(agent);
     let _reporter = opts
         .progress
-        .then(|| crate::progress::report(rec.progress()));
+        .then(|| crate::pass::progress::report(rec.progress()));
 
     if !opts.dry_run {
-        guard::begin_full_pass(agent);
-        guard::load_tripwire(agent, guard::Tracked::Count)
+        agent.guards.begin_full_pass();
+        agent
+            .guards
+            .load_tripwire(guard::Tracked::Count)
             .await
             .context("reading the guards")?;
     }
@@ -97,7 +101,7 @@ pub async fn sync_once(agent: &Agent, opts: &SyncOptions) -> anyhow::Result<Sync
     if rec.report().deleted > 0 {
         retry_after_deletes(agent, &mut rec).await?;
     }
-    guard::settle(agent).await.context("writing the guards")?;
+    agent.guards.settle().await.context("writing the guards")?;
     rec.finish(started).await
 }
 
@@ -244,7 +248,11 @@ async fn dry_run_report(
     let mut report = std::mem::take(rec.report());
     report.planned = merged.planned;
     let n = merged.gone.len() as u64;
-    match guard::check_deletes(agent, &merged.delete_context, n).await? {
+    match agent
+        .guards
+        .check_deletes(&merged.delete_context, n)
+        .await?
+    {
         Ok(_) => report.planned.extend(merged.gone.iter().map(|r| {
             format!(
                 "delete {} -> {} (or rename, if a new file has its content)",
@@ -317,9 +325,8 @@ async fn retry_after_deletes(agent: &Agent, rec: &mut Recorder<'_>) -> anyhow::R
     let rows = catalog::rows_by_paths(&agent.pool, agent.id, &retry).await?;
     let mut work = Vec::new();
     for path in &retry {
-        let s = &agent.settings;
         if let scan::PathState::File(local) =
-            scan::inspect(&s.sync_root, path, &agent.prefix, &agent.excludes)
+            scan::inspect(&agent.root, path, &agent.prefix, &agent.excludes)
         {
             let previous = rows.iter().find(|r| &r.path == path).cloned();
             work.push(Work { local, previous });

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use crate::delete::Blocked;
-use crate::scan::Skipped;
+use crate::model::guard::Blocked;
+use crate::model::tree::Skipped;
 
 /// Where in the pipeline something failed: the `stage` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -105,8 +105,9 @@ impl FailureKind {
     }
 }
 
-/// Every `(stage, kind)` pair the agent can count, so the metric exports a zero for each
-/// before the first error (dashboards and `increase()` need the series to exist).
+/// The `(stage, kind)` pairs that no error type of a lower layer declares: the app adds
+/// `HashError::KINDS` and `TransferError::KINDS` to these, so the metric exports a zero for
+/// each pair before the first error (dashboards and `increase()` need the series to exist).
 pub fn known_errors() -> impl Iterator<Item = (Stage, FailureKind)> {
     [
         (Stage::Scan, FailureKind::Io),
@@ -114,8 +115,6 @@ pub fn known_errors() -> impl Iterator<Item = (Stage, FailureKind)> {
         (Stage::Delete, FailureKind::S3Error),
     ]
     .into_iter()
-    .chain(crate::hash::HashError::KINDS.map(|k| (Stage::Hash, k)))
-    .chain(crate::transfer::TransferError::KINDS.map(|k| (Stage::Transfer, k)))
     .chain([FailureKind::FullReconcile, FailureKind::Batch].map(|k| (Stage::Pass, k)))
 }
 

@@ -11,6 +11,9 @@ use portail_core::config::{
 };
 use serde::Deserialize;
 
+use crate::policy::delete_rules::DeleteMode;
+use crate::policy::history::HistorySetting;
+
 /// Everything the agent reads from its environment.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -69,7 +72,7 @@ pub struct AgentSettings {
     #[serde(default = "default_metrics_addr")]
     pub metrics_addr: String,
     /// UPLOAD_CONCURRENCY: S3 requests in flight at once (see
-    /// [`crate::transfer::TransferConfig::requests_in_flight`]). Default 16.
+    /// [`crate::store::TransferConfig::requests_in_flight`]). Default 16.
     #[serde(default = "default_upload_concurrency")]
     pub upload_concurrency: usize,
     /// MULTIPART_THRESHOLD: files at least this large use multipart upload. Default `64MiB`.
@@ -95,7 +98,7 @@ pub struct AgentSettings {
     /// rate (`10M`, `512k`; a bare number is KiB/s; `off`), or a weekly timetable of
     /// `TIME,RATE` entries in local time, such as `08:00,512k 18:00,off` or
     /// `Mon-08:00,1M Sat-00:00,off`. Default: no limit.
-    pub bwlimit: Option<crate::transfer::Timetable>,
+    pub bwlimit: Option<crate::store::Timetable>,
     /// BWLIMIT_FILE: a file holding a BWLIMIT value (one entry per line allowed, `#` comments),
     /// re-read within seconds of a change, so the limit changes without a restart. A bad edit
     /// is logged and counted, and the previous limit stays. Not with BWLIMIT.
@@ -164,20 +167,6 @@ pub struct AgentSettings {
     pub shutdown_timeout: HumanDuration,
 }
 
-/// HISTORY: how replaced content is kept (see [`crate::history`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum HistorySetting {
-    /// `versioning` if the bucket has it Enabled, else `prefix`.
-    Auto,
-    /// The bucket's own versions; refused at start unless versioning is Enabled.
-    Versioning,
-    /// Server-side copies under HISTORY_PREFIX.
-    Prefix,
-    /// No history: an overwrite or a delete loses the old content.
-    Off,
-}
-
 fn default_history() -> HistorySetting {
     HistorySetting::Auto
 }
@@ -201,16 +190,6 @@ fn default_delete_grace() -> HumanDuration {
 }
 fn default_shutdown_timeout() -> HumanDuration {
     HumanDuration(std::time::Duration::from_secs(30))
-}
-
-/// What happens to the object of a file that is gone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DeleteMode {
-    /// Delete the object.
-    Delete,
-    /// Keep the object; only the catalog row is marked deleted.
-    Keep,
 }
 
 fn default_max_delete_percent() -> u32 {
@@ -246,10 +225,10 @@ fn default_part_size() -> ByteSize {
 }
 
 fn check_storage_class(s: &str) -> Result<(), String> {
-    crate::transfer::write::storage_class(s).map(|_| ())
+    crate::store::write::storage_class(s).map(|_| ())
 }
 fn check_tags(s: &str) -> Result<(), String> {
-    crate::transfer::write::tags(s).map(|_| ())
+    crate::store::write::tags(s).map(|_| ())
 }
 
 impl FromEnv for AgentSettings {
@@ -269,10 +248,7 @@ impl FromEnv for AgentSettings {
             "HISTORY",
             ValueKind::OneOf(&["auto", "versioning", "prefix", "off"]),
         ),
-        (
-            "BWLIMIT",
-            ValueKind::Parsed(crate::transfer::bandwidth::check),
-        ),
+        ("BWLIMIT", ValueKind::Parsed(crate::store::bandwidth::check)),
         ("S3_SSE", ValueKind::OneOf(&["AES256", "aws:kms"])),
         ("S3_STORAGE_CLASS", ValueKind::Parsed(check_storage_class)),
         ("S3_OBJECT_TAGS", ValueKind::Parsed(check_tags)),
@@ -355,7 +331,7 @@ impl AgentSettings {
                 "must be a relative key prefix such as .portail-history/",
             );
         }
-        crate::scan::Excludes::new(&self.exclude)
+        crate::fs::scan::Excludes::new(&self.exclude)
             .map(|_| ())
             .map_err(|e| ConfigError::Invalid {
                 var: "EXCLUDE".into(),
@@ -364,18 +340,18 @@ impl AgentSettings {
     }
 
     /// How the transfer stage uses S3. Built once, when the agent starts.
-    pub fn transfer(&self) -> crate::transfer::TransferConfig {
-        crate::transfer::TransferConfig {
+    pub fn transfer(&self) -> crate::store::TransferConfig {
+        crate::store::TransferConfig {
             multipart_threshold: self.multipart_threshold.0,
             part_size: self.multipart_part_size.0,
             requests_in_flight: self.upload_concurrency,
-            parts_per_file: crate::transfer::TransferConfig::PARTS_PER_FILE,
+            parts_per_file: crate::store::TransferConfig::PARTS_PER_FILE,
         }
     }
 
     /// The delete guards these settings describe.
-    pub fn delete_guards(&self) -> crate::delete::DeleteGuards {
-        crate::delete::DeleteGuards {
+    pub fn delete_guards(&self) -> crate::policy::delete_rules::DeleteGuards {
+        crate::policy::delete_rules::DeleteGuards {
             max_delete: self.max_delete,
             max_delete_percent: self.max_delete_percent,
             allow_empty_root: self.allow_empty_root,
@@ -384,8 +360,8 @@ impl AgentSettings {
     }
 
     /// What every write carries: encryption, storage class, tags. Checked once, at start.
-    pub fn write_options(&self) -> Result<crate::transfer::WriteOptions, ConfigError> {
-        use crate::transfer::write;
+    pub fn write_options(&self) -> Result<crate::store::WriteOptions, ConfigError> {
+        use crate::store::write;
         let invalid = |(var, reason): (&str, String)| ConfigError::Invalid {
             var: var.into(),
             reason,
@@ -404,7 +380,7 @@ impl AgentSettings {
             Some(t) => Some(write::tags(t).map_err(|e| invalid(("S3_OBJECT_TAGS", e)))?),
             None => None,
         };
-        Ok(crate::transfer::WriteOptions {
+        Ok(crate::store::WriteOptions {
             sse,
             storage_class,
             tags,
@@ -412,7 +388,7 @@ impl AgentSettings {
     }
 
     /// The bandwidth timetable to start with: BWLIMIT, or what BWLIMIT_FILE holds now.
-    pub fn bandwidth(&self) -> Result<Option<crate::transfer::Timetable>, ConfigError> {
+    pub fn bandwidth(&self) -> Result<Option<crate::store::Timetable>, ConfigError> {
         let invalid = |var: &str, reason: String| ConfigError::Invalid {
             var: var.into(),
             reason,
@@ -423,7 +399,7 @@ impl AgentSettings {
                 "set BWLIMIT or BWLIMIT_FILE, not both".into(),
             )),
             (Some(t), None) => Ok(Some(t.clone())),
-            (None, Some(path)) => crate::transfer::LimitFile { path: path.clone() }
+            (None, Some(path)) => crate::store::LimitFile { path: path.clone() }
                 .read()
                 .map(Some)
                 .map_err(|e| invalid("BWLIMIT_FILE", e)),
@@ -432,8 +408,8 @@ impl AgentSettings {
     }
 
     /// The mass-change tripwire these settings describe.
-    pub fn change_tripwire(&self) -> crate::guard::ChangeLimit {
-        crate::guard::ChangeLimit {
+    pub fn change_tripwire(&self) -> crate::policy::guard::ChangeLimit {
+        crate::policy::guard::ChangeLimit {
             max_percent: self.max_change_percent,
             window: self.change_window.0,
             min_files: self.change_min_files,
@@ -443,6 +419,11 @@ impl AgentSettings {
     /// HISTORY_PREFIX relative to the agent's prefix, with one trailing `/`.
     pub fn history_dir(&self) -> String {
         format!("{}/", self.history_prefix.trim_matches('/'))
+    }
+
+    /// Where history copies live: S3_PREFIX + HISTORY_PREFIX (the one place it is built).
+    pub fn history_key_prefix(&self) -> String {
+        format!("{}{}", self.key_prefix(), self.history_dir())
     }
 
     /// The agent's name in the catalog: AGENT_ID, else the host name.

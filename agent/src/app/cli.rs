@@ -11,7 +11,9 @@ use std::sync::{Arc, OnceLock};
 use clap::{Parser, Subcommand};
 use portail_core::config::ConfigError;
 
-use crate::{sync_once, Agent, AgentConfig, SyncOptions};
+use crate::agent::Agent;
+use crate::app::config::AgentConfig;
+use crate::pass::run::{sync_once, SyncOptions};
 
 /// Exit code: everything converged.
 pub const EXIT_OK: u8 = 0;
@@ -66,7 +68,7 @@ pub struct RestoreArgs {
     pub to: Option<std::path::PathBuf>,
     /// The time to restore as of: RFC 3339 (2026-11-20T10:00:00Z) or an age (3h, 2d).
     /// Default: now.
-    #[arg(long, value_parser = crate::restore::parse_at)]
+    #[arg(long, value_parser = crate::ops::restore::parse_at)]
     pub at: Option<chrono::DateTime<chrono::Utc>>,
     /// Only list what would be restored.
     #[arg(long)]
@@ -126,8 +128,8 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Sync { dry_run } => sync(cfg, dry_run, echo_summary).await,
         Command::Verify => verify(cfg).await,
         Command::Watch => watch(cfg).await,
-        Command::ReleaseDeletes => release(cfg, crate::guard::Kind::Deletes).await,
-        Command::ReleaseChanges => release(cfg, crate::guard::Kind::Changes).await,
+        Command::ReleaseDeletes => release(cfg, crate::policy::guard::Kind::Deletes).await,
+        Command::ReleaseChanges => release(cfg, crate::policy::guard::Kind::Changes).await,
         Command::Restore(args) => restore(cfg, args).await,
         Command::History(args) => history(cfg, args).await,
         Command::RebuildCatalog => rebuild_catalog(cfg).await,
@@ -139,7 +141,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             eprintln!("portail-agent: {e:#}");
             // A missing root (an unmounted share) is a configuration problem, as is a setting
             // the servers refuse (HISTORY=versioning on a bucket without it).
-            let missing_root = e.downcast_ref::<crate::scan::ScanError>().is_some()
+            let missing_root = e.downcast_ref::<crate::fs::scan::ScanError>().is_some()
                 || e.downcast_ref::<ConfigError>().is_some();
             ExitCode::from(if missing_root {
                 EXIT_CONFIG
@@ -157,7 +159,7 @@ async fn connect(cfg: AgentConfig) -> anyhow::Result<Agent> {
 async fn connect_with(cfg: AgentConfig, registry: &prometheus::Registry) -> anyhow::Result<Agent> {
     // Say so before touching the network.
     if !cfg.agent.sync_root.is_dir() {
-        return Err(crate::scan::ScanError::RootMissing(cfg.agent.sync_root.clone()).into());
+        return Err(crate::fs::scan::ScanError::RootMissing(cfg.agent.sync_root.clone()).into());
     }
     portail_core::metrics::register_build_info(registry, "portail-agent")?;
     let pool = portail_core::catalog::connect(&cfg.db).await?;
@@ -177,7 +179,7 @@ async fn watch(cfg: AgentConfig) -> anyhow::Result<u8> {
         .with_context(|| format!("METRICS_ADDR {addr} cannot be bound"))?;
     tracing::info!(addr = %listener.local_addr()?, "health and metrics listening");
     let health: Arc<OnceLock<crate::watch::WatchHandle>> = Arc::default();
-    let app = crate::health::router(agent.clone(), registry, health.clone());
+    let app = crate::app::health::router(agent.clone(), registry, health.clone());
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     let slot = health.clone();
     crate::watch::run(&agent, portail_core::signal::shutdown(), move |h| {
@@ -189,10 +191,13 @@ async fn watch(cfg: AgentConfig) -> anyhow::Result<u8> {
 }
 
 /// `release-deletes` / `release-changes`: needs only the catalog.
-async fn release(cfg: AgentConfig, kind: crate::guard::Kind) -> anyhow::Result<u8> {
+async fn release(cfg: AgentConfig, kind: crate::policy::guard::Kind) -> anyhow::Result<u8> {
     let pool = portail_core::catalog::connect(&cfg.db).await?;
     let name = cfg.agent.agent_name();
-    println!("{}", crate::guard::release(&pool, &name, kind).await?);
+    println!(
+        "{}",
+        crate::policy::guard::release(&pool, &name, kind).await?
+    );
     Ok(EXIT_OK)
 }
 
@@ -207,8 +212,8 @@ async fn restore(mut cfg: AgentConfig, args: RestoreArgs) -> anyhow::Result<u8> 
         }),
     };
     cfg.agent.upload_concurrency = usize::from(args.concurrency);
-    let transfer = crate::transfer_for(&cfg).await?;
-    let opts = crate::restore::RestoreOptions {
+    let transfer = crate::app::transfer_for(&cfg).await?;
+    let opts = crate::ops::restore::RestoreOptions {
         to,
         at: args.at.unwrap_or_else(chrono::Utc::now),
         paths: args
@@ -224,18 +229,21 @@ async fn restore(mut cfg: AgentConfig, args: RestoreArgs) -> anyhow::Result<u8> 
     let report = if args.from_bucket {
         let prefix = cfg.agent.key_prefix();
         let history_dir = format!("{prefix}{}", cfg.agent.history_dir());
-        let history =
-            crate::history::History::resolve(cfg.agent.history, &transfer, history_dir.clone())
-                .await?;
-        let versioned = history == crate::history::History::Versioning;
+        let history = crate::policy::history::History::resolve(
+            cfg.agent.history,
+            &transfer,
+            history_dir.clone(),
+        )
+        .await?;
+        let versioned = history == crate::policy::history::History::Versioning;
         let root = &cfg.agent.sync_root;
-        crate::restore::from_bucket(&transfer, &prefix, &history_dir, versioned, root, &opts)
+        crate::ops::restore::from_bucket(&transfer, &prefix, &history_dir, versioned, root, &opts)
             .await?
     } else {
         let pool = portail_core::catalog::connect(&cfg.db).await?;
         portail_core::catalog::migrate(&pool).await?;
-        let restore = crate::restore::Restore {
-            agent_id: crate::restore::agent_id(&pool, &cfg.agent.agent_name()).await?,
+        let restore = crate::ops::restore::Restore {
+            agent_id: crate::ops::restore::agent_id(&pool, &cfg.agent.agent_name()).await?,
             pool: &pool,
             transfer: &transfer,
             sync_root: &cfg.agent.sync_root,
@@ -260,7 +268,7 @@ async fn restore(mut cfg: AgentConfig, args: RestoreArgs) -> anyhow::Result<u8> 
 async fn history(cfg: AgentConfig, args: HistoryArgs) -> anyhow::Result<u8> {
     if let Some(HistoryAction::Purge) = args.action {
         let agent = connect(cfg).await?;
-        let p = crate::history::purge(&agent).await?;
+        let p = agent.purger().purge().await?;
         println!(
             "history purge: {} versions forgotten, {} objects deleted, {} could not be deleted",
             p.versions, p.objects, p.failed
@@ -278,14 +286,14 @@ async fn history(cfg: AgentConfig, args: HistoryArgs) -> anyhow::Result<u8> {
         });
     };
     let pool = portail_core::catalog::connect(&cfg.db).await?;
-    let agent_id = crate::restore::agent_id(&pool, &cfg.agent.agent_name()).await?;
+    let agent_id = crate::ops::restore::agent_id(&pool, &cfg.agent.agent_name()).await?;
     let path = path.trim_matches('/');
     let versions = portail_core::catalog::versions_of_path(&pool, agent_id, path).await?;
     if versions.is_empty() {
         eprintln!("history: no version of {path:?} was ever recorded");
         return Ok(EXIT_INCOMPLETE);
     }
-    for line in crate::history::describe(&versions) {
+    for line in crate::policy::history::describe(&versions) {
         println!("{line}");
     }
     Ok(EXIT_OK)
@@ -294,7 +302,7 @@ async fn history(cfg: AgentConfig, args: HistoryArgs) -> anyhow::Result<u8> {
 /// `rebuild-catalog`: the agent's rows from the bucket, into a catalog that has none.
 async fn rebuild_catalog(cfg: AgentConfig) -> anyhow::Result<u8> {
     let agent = connect(cfg).await?;
-    let r = crate::recover::rebuild(&agent).await?;
+    let r = crate::ops::recover::rebuild(&agent).await?;
     for s in &r.skipped {
         eprintln!("not recorded: {s}");
     }
@@ -313,7 +321,7 @@ async fn rebuild_catalog(cfg: AgentConfig) -> anyhow::Result<u8> {
 
 async fn verify(cfg: AgentConfig) -> anyhow::Result<u8> {
     let agent = connect(cfg).await?;
-    let report = crate::verify::verify(&agent).await?;
+    let report = crate::ops::verify::verify(&agent).await?;
     for d in &report.drift {
         println!("drift: {d}");
     }

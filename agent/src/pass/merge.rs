@@ -8,7 +8,7 @@
 //! Like rclone's `fs/march`, both sides are walked once, side by side, so neither is held in
 //! memory. A pass runs [`Merge`] over the walk and [`CatalogRows`]; `verify` and the property
 //! tests below run the very same code over vectors ([`merge_all`], [`VecRows`]). No decision
-//! about what to do with a file's bytes is taken here: that needs its MD5 ([`crate::file`]).
+//! about what to do with a file's bytes is taken here: that needs its MD5 ([`crate::pass::file`]).
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -17,7 +17,7 @@ use futures::{Stream, StreamExt};
 use portail_core::catalog::{self, FileRow, FileStatus};
 use sqlx::PgPool;
 
-use crate::scan::LocalFile;
+use crate::model::tree::LocalFile;
 
 /// A file that must be read, with what the catalog knew about its path.
 #[derive(Debug, Clone, PartialEq)]
@@ -262,7 +262,7 @@ pub async fn merge_all(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::scan::FileMeta;
+    use crate::model::tree::FileMeta;
     use chrono::{DateTime, Utc};
     use std::collections::{HashMap, HashSet};
 

@@ -12,11 +12,12 @@ use anyhow::Context;
 use futures::stream::{self, StreamExt};
 use portail_core::catalog::{self, FileRow, FileStatus};
 
-use crate::config::DeleteMode;
-use crate::merge::{self, Entry};
-use crate::scan::{self, LocalFile};
-use crate::transfer::ListedObject;
-use crate::Agent;
+use crate::agent::Agent;
+use crate::fs::scan;
+use crate::model::tree::LocalFile;
+use crate::pass::merge::{self, Entry};
+use crate::policy::delete_rules::DeleteMode;
+use crate::store::ListedObject;
 
 /// One disagreement between the tree, the catalog and S3.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,11 +155,8 @@ async fn only_grew(agent: &Agent, local: &LocalFile, row: &FileRow) -> bool {
     if local.meta.size <= row.size_bytes.max(0) as u64 {
         return false;
     }
-    let (abs, len) = (
-        agent.settings.sync_root.join(&local.path),
-        row.size_bytes as u64,
-    );
-    tokio::task::spawn_blocking(move || crate::hash::prefix_md5(&abs, len))
+    let (abs, len) = (agent.root.join(&local.path), row.size_bytes as u64);
+    tokio::task::spawn_blocking(move || crate::fs::hash::prefix_md5(&abs, len))
         .await
         .is_ok_and(|md5| md5.is_ok_and(|m| hex::encode(m) == want))
 }
@@ -173,10 +171,10 @@ async fn orphans(
     rows: &[FileRow],
     objects: &HashMap<String, ListedObject>,
 ) -> anyhow::Result<Vec<Drift>> {
-    let keep = agent.settings.delete_mode == DeleteMode::Keep;
+    let keep = agent.options.delete_mode == DeleteMode::Keep;
     let mine: HashMap<&str, &FileRow> = rows.iter().map(|r| (r.s3_key.as_str(), r)).collect();
     // History copies are the history's, not orphans (the catalog's versions track them).
-    let history = format!("{}{}", agent.prefix, agent.settings.history_dir());
+    let history = agent.history_prefix.clone();
     let unclaimed: Vec<String> = objects
         .keys()
         .filter(|k| !k.starts_with(&history))

@@ -9,7 +9,7 @@
 //! 5. **row**: describe the result for the catalog.
 //!
 //! In: a [`Work`] item from the merge and the rename sources. Out: an [`Outcome`], which
-//! [`crate::record::Recorder`] turns into metrics, a log line, the report and a catalog write.
+//! [`crate::pass::record::Recorder`] turns into metrics, a log line, the report and a catalog write.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -17,14 +17,13 @@ use std::path::PathBuf;
 use portail_core::catalog::{EventKind, FileRow, FileStatus, PendingFile, PosixIds, SyncedFile};
 use serde_json::json;
 
-use crate::guard;
-use crate::hash::{self, HashError, Hashed};
-use crate::history;
-use crate::merge::Work;
-use crate::report::{Failure, FailureKind, Stage};
-use crate::scan::FileMeta;
-use crate::transfer::{content_type_for, ObjectInfo, Posix, Stored, TransferError};
-use crate::Agent;
+use crate::agent::Agent;
+use crate::fs::hash::{self, HashError, Hashed};
+use crate::model::report::{Failure, FailureKind, Stage};
+use crate::model::tree::FileMeta;
+use crate::pass::merge::Work;
+use crate::policy::history;
+use crate::store::{content_type_for, ObjectInfo, Posix, Stored, TransferError};
 
 /// Files up to this size are read into memory once, hashed and uploaded from that buffer.
 pub const IN_MEMORY_LIMIT: u64 = 4 << 20;
@@ -136,7 +135,7 @@ pub async fn sync_file(
 ) -> (u64, Outcome) {
     let mut job = FileJob {
         mode,
-        abs: agent.settings.sync_root.join(&work.local.path),
+        abs: agent.root.join(&work.local.path),
         content_type: content_type_for(&work.local.path),
         agent,
         work,
@@ -185,7 +184,7 @@ impl FileJob<'_> {
             let md5_hex = hex::encode(hashed.md5);
             let decision = decide(&self.work, &md5_hex, sources);
             if self.content_changed(&decision, &md5_hex)
-                && !guard::admit_change(self.agent, &self.work.local.path)
+                && !self.agent.guards.admit_change(&self.work.local.path)
             {
                 return Outcome::Held(self.work.local.path.clone());
             }
@@ -257,7 +256,11 @@ impl FileJob<'_> {
             *decision == Decision::MetadataOnly,
             &self.replaced,
         ) {
-            self.replaced = history::keep(self.agent, prev).await?;
+            self.replaced = self
+                .agent
+                .history
+                .keep(&self.agent.transfer, &self.agent.metrics.history, prev)
+                .await?;
         }
         let timer = std::time::Instant::now();
         let stored = match decision {
@@ -417,7 +420,7 @@ impl FileJob<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::merge::tests::{local, row, synced, MD5_A};
+    use crate::pass::merge::tests::{local, row, synced, MD5_A};
 
     const MD5_B: &str = "92eb5ffee6ae2fec3ad71c777531578f";
 

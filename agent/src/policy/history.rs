@@ -15,10 +15,24 @@ use chrono::{DateTime, Utc};
 use portail_core::catalog::{self, FileRow, FileStatus, VersionRow};
 
 use portail_core::config::ConfigError;
+use serde::Deserialize;
 
-use crate::config::HistorySetting;
-use crate::transfer::{Transfer, TransferError};
-use crate::Agent;
+use crate::metrics::HistoryMetrics;
+use crate::store::{Transfer, TransferError};
+
+/// HISTORY: how replaced content is kept (see [`History`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HistorySetting {
+    /// `versioning` if the bucket has it Enabled, else `prefix`.
+    Auto,
+    /// The bucket's own versions; refused at start unless versioning is Enabled.
+    Versioning,
+    /// Server-side copies under HISTORY_PREFIX.
+    Prefix,
+    /// No history: an overwrite or a delete loses the old content.
+    Off,
+}
 
 /// How replaced content is kept, as resolved when the agent starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,20 +118,43 @@ pub fn holds_version(row: &FileRow, key: &str) -> bool {
         && row.s3_key == key
 }
 
-/// With HISTORY=prefix, copies the object of `row` to its history key before it is
-/// overwritten or deleted, and returns that key. `None` in the other modes.
-pub async fn keep(agent: &Agent, row: &FileRow) -> Result<Option<String>, TransferError> {
-    let History::Prefix(dir) = &agent.history else {
-        return Ok(None);
-    };
-    let since = row
-        .content_since
-        .or(row.synced_at)
-        .unwrap_or(row.updated_at);
-    let key = History::key(dir, &row.path, since);
-    agent.transfer.copy(&row.s3_key, &key, None).await?;
-    agent.metrics.history.copies.inc();
-    Ok(Some(key))
+impl History {
+    /// With HISTORY=prefix, copies the object of `row` to its history key before it is
+    /// overwritten or deleted, and returns that key. `None` in the other modes.
+    pub async fn keep(
+        &self,
+        store: &Transfer,
+        metrics: &HistoryMetrics,
+        row: &FileRow,
+    ) -> Result<Option<String>, TransferError> {
+        let History::Prefix(dir) = self else {
+            return Ok(None);
+        };
+        let since = row
+            .content_since
+            .or(row.synced_at)
+            .unwrap_or(row.updated_at);
+        let key = History::key(dir, &row.path, since);
+        store.copy(&row.s3_key, &key, None).await?;
+        metrics.copies.inc();
+        Ok(Some(key))
+    }
+}
+
+/// What the purge of expired history works with: one agent's rows, its store, and
+/// HISTORY_RETENTION.
+#[derive(Debug, Clone)]
+pub struct Purger {
+    /// The catalog.
+    pub pool: sqlx::PgPool,
+    /// The agent whose history is purged.
+    pub agent_id: i64,
+    /// The S3 side, which deletes the kept bytes.
+    pub store: Transfer,
+    /// HISTORY_RETENTION: history that ended longer ago goes.
+    pub retention: std::time::Duration,
+    /// Counts what was purged.
+    pub metrics: HistoryMetrics,
 }
 
 /// How often watch mode purges expired history.
@@ -125,13 +162,13 @@ pub const PURGE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600
 
 /// Purges expired history every [`PURGE_EVERY`] while watch mode runs, the first time at
 /// start. A failed purge is logged and tried again at the next tick.
-pub fn spawn_purge(agent: Agent) -> tokio::task::JoinHandle<()> {
+pub fn spawn_purge(purger: Purger) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut every = tokio::time::interval(PURGE_EVERY);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             every.tick().await;
-            match purge(&agent).await {
+            match purger.purge().await {
                 Ok(p) if p.versions > 0 => {
                     tracing::info!(
                         versions = p.versions,
@@ -183,52 +220,54 @@ pub struct Purged {
     pub failed: u64,
 }
 
-/// Deletes the history that ended more than HISTORY_RETENTION ago: its bytes, then its rows.
-pub async fn purge(agent: &Agent) -> anyhow::Result<Purged> {
-    let retention = chrono::Duration::from_std(agent.settings.history_retention.0)?;
-    let cutoff = Utc::now() - retention;
-    let mut purged = Purged::default();
-    loop {
-        let batch = catalog::expired_versions(&agent.pool, agent.id, cutoff, 1000).await?;
-        if batch.is_empty() {
-            break;
+impl Purger {
+    /// Deletes the history that ended more than HISTORY_RETENTION ago: its bytes, then its rows.
+    pub async fn purge(&self) -> anyhow::Result<Purged> {
+        let retention = chrono::Duration::from_std(self.retention)?;
+        let cutoff = Utc::now() - retention;
+        let mut purged = Purged::default();
+        loop {
+            let batch = catalog::expired_versions(&self.pool, self.agent_id, cutoff, 1000).await?;
+            if batch.is_empty() {
+                break;
+            }
+            let done = self.purge_batch(&batch, &mut purged).await;
+            if done.is_empty() {
+                break; // every delete failed: try again next time
+            }
+            purged.versions += catalog::delete_versions(&self.pool, &done).await?;
         }
-        let done = purge_batch(agent, &batch, &mut purged).await;
-        if done.is_empty() {
-            break; // every delete failed: try again next time
-        }
-        purged.versions += catalog::delete_versions(&agent.pool, &done).await?;
+        self.metrics.purged.inc_by(purged.objects);
+        Ok(purged)
     }
-    agent.metrics.history.purged.inc_by(purged.objects);
-    Ok(purged)
-}
 
-/// Deletes the bytes of expired versions; returns the ids whose bytes are gone.
-async fn purge_batch(agent: &Agent, batch: &[VersionRow], purged: &mut Purged) -> Vec<i64> {
-    // The transfer stage's semaphore caps the deletes in flight.
-    let results = futures::future::join_all(batch.iter().map(|v| async move {
-        let result = match (&v.history_key, &v.version_id) {
-            (Some(h), _) => agent.transfer.delete_object(h, None).await,
-            (None, Some(id)) => agent.transfer.delete_object(&v.s3_key, Some(id)).await,
-            (None, None) => Ok(false), // nothing was kept: only the row goes
-        };
-        (v.id, result)
-    }))
-    .await;
-    let mut done = Vec::with_capacity(results.len());
-    for (id, result) in results {
-        match result {
-            Ok(deleted) => {
-                purged.objects += u64::from(deleted);
-                done.push(id);
-            }
-            Err(e) => {
-                purged.failed += 1;
-                tracing::warn!(version = id, error = %e, "could not purge a history object");
+    /// Deletes the bytes of expired versions; returns the ids whose bytes are gone.
+    async fn purge_batch(&self, batch: &[VersionRow], purged: &mut Purged) -> Vec<i64> {
+        // The transfer stage's semaphore caps the deletes in flight.
+        let results = futures::future::join_all(batch.iter().map(|v| async move {
+            let result = match (&v.history_key, &v.version_id) {
+                (Some(h), _) => self.store.delete_object(h, None).await,
+                (None, Some(id)) => self.store.delete_object(&v.s3_key, Some(id)).await,
+                (None, None) => Ok(false), // nothing was kept: only the row goes
+            };
+            (v.id, result)
+        }))
+        .await;
+        let mut done = Vec::with_capacity(results.len());
+        for (id, result) in results {
+            match result {
+                Ok(deleted) => {
+                    purged.objects += u64::from(deleted);
+                    done.push(id);
+                }
+                Err(e) => {
+                    purged.failed += 1;
+                    tracing::warn!(version = id, error = %e, "could not purge a history object");
+                }
             }
         }
+        done
     }
-    done
 }
 
 #[cfg(test)]

@@ -14,8 +14,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
+use crate::agent::Agent;
 use crate::watch::WatchHandle;
-use crate::Agent;
 
 /// The health and metrics router.
 pub fn router(
@@ -47,7 +47,7 @@ pub fn router(
                             "database": db,
                             "s3": s3,
                             "watcher": watcher,
-                            "held": crate::guard::status(&agent),
+                            "held": agent.guards.status(),
                         })),
                     )
                 }

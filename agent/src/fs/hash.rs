@@ -15,8 +15,8 @@ use std::path::Path;
 
 use md5::{Digest, Md5};
 
-use crate::report::FailureKind;
-use crate::scan::FileMeta;
+use crate::model::report::FailureKind;
+use crate::model::tree::FileMeta;
 
 /// Read buffer for streaming hashes.
 const BUF_SIZE: usize = 1 << 20;

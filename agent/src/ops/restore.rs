@@ -20,7 +20,8 @@ use futures::stream::{self, StreamExt};
 use portail_core::catalog::{self, VersionQuery, VersionRow};
 use portail_core::config::ConfigError;
 
-use crate::transfer::{Transfer, TransferError};
+use crate::ops::source::Source;
+use crate::store::{Transfer, TransferError};
 
 /// Versions read from the catalog per page.
 const PAGE: i64 = 1000;
@@ -85,48 +86,6 @@ impl RestoreReport {
             self.present,
             self.failed.len()
         )
-    }
-}
-
-/// One file to write: where its bytes are and what they must be.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Source {
-    /// Relative path.
-    pub path: String,
-    /// The object holding the bytes.
-    pub key: String,
-    /// Its S3 version, when the bucket keeps versions.
-    pub version_id: Option<String>,
-    /// Lowercase hex MD5 the bytes must have.
-    pub md5: String,
-    /// Size in bytes.
-    pub size: i64,
-    /// Modification time.
-    pub mtime: DateTime<Utc>,
-    /// `st_mode` (permission bits are applied), if known.
-    pub mode: Option<u32>,
-    /// Owner, if known (applied as root).
-    pub owner: Option<(u32, u32)>,
-}
-
-impl From<VersionRow> for Source {
-    /// A history copy is read by its key; otherwise the object itself, at its version.
-    fn from(v: VersionRow) -> Self {
-        let (key, version_id) = match v.history_key {
-            Some(h) => (h, None),
-            None => (v.s3_key, v.version_id),
-        };
-        let owner = v.uid.zip(v.gid).map(|(u, g)| (u as u32, g as u32));
-        Source {
-            path: v.path,
-            key,
-            version_id,
-            md5: v.md5,
-            size: v.size_bytes,
-            mtime: v.mtime,
-            mode: v.mode.map(|m| m as u32),
-            owner,
-        }
     }
 }
 
@@ -233,7 +192,7 @@ impl Restore<'_> {
 }
 
 /// `restore --from-bucket`: the same, with no catalog at all. What to restore comes from a
-/// listing of the agent's prefix and its history ([`crate::recover`]: the bucket's versions
+/// listing of the agent's prefix and its history ([`crate::ops::recover`]: the bucket's versions
 /// when `versioned`, else the copies under `history_dir`); each file's MD5, mtime and mode
 /// from its object's metadata.
 pub async fn from_bucket(
@@ -246,8 +205,8 @@ pub async fn from_bucket(
 ) -> anyhow::Result<RestoreReport> {
     check_target(&opts.to, sync_root, opts.in_place)?;
     let mut by_path =
-        crate::recover::bucket_versions(transfer, prefix, history_dir, versioned).await?;
-    crate::recover::refine(transfer, &mut by_path, Some(opts.at), opts.concurrency).await;
+        crate::ops::recover::bucket_versions(transfer, prefix, history_dir, versioned).await?;
+    crate::ops::recover::refine(transfer, &mut by_path, Some(opts.at), opts.concurrency).await;
     let first = by_path.values().flatten().map(|v| v.valid_from).min();
     let refuse = |var: &str, reason: String| ConfigError::Invalid {
         var: var.into(),
@@ -278,12 +237,17 @@ pub async fn from_bucket(
             format!("no object was ever stored at {p:?}, nor below it")
         ));
     }
-    let selected = crate::recover::as_of(&by_path, opts.at, &opts.paths);
+    let selected = crate::ops::recover::as_of(&by_path, opts.at, &opts.paths);
     drop(by_path);
     let (mut report, progress) = (RestoreReport::default(), Counter::default());
     for chunk in selected.chunks(PAGE as usize) {
         let described: Vec<_> = stream::iter(chunk)
-            .map(|v| async move { (v.path.clone(), crate::recover::describe(transfer, v).await) })
+            .map(|v| async move {
+                (
+                    v.path.clone(),
+                    crate::ops::recover::describe(transfer, v).await,
+                )
+            })
             .buffer_unordered(opts.concurrency.max(1))
             .collect()
             .await;
@@ -482,7 +446,7 @@ async fn existing_md5(dest: &Path) -> Result<Option<String>, String> {
         Ok(_) => {}
     }
     let p = dest.to_path_buf();
-    let hashed = tokio::task::spawn_blocking(move || crate::hash::hash_file(&p, 0))
+    let hashed = tokio::task::spawn_blocking(move || crate::fs::hash::hash_file(&p, 0))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("cannot read the file in the way: {e}"))?;

@@ -159,10 +159,10 @@ pub fn tags(s: &str) -> Result<String, String> {
 /// setters share names but not a trait).
 macro_rules! apply_write_options {
     ($builder:expr, $opts:expr) => {{
-        use $crate::transfer::write::Sse;
-        let o: &$crate::transfer::write::WriteOptions = $opts;
+        use $crate::store::write::Sse;
+        let o: &$crate::store::write::WriteOptions = $opts;
         // SSE-C: the same three headers a part or a HEAD carries.
-        let mut b = $crate::transfer::write::apply_sse_c!($builder, o);
+        let mut b = $crate::store::write::apply_sse_c!($builder, o);
         match &o.sse {
             Some(Sse::S3) => {
                 b = b.server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::Aes256)
@@ -183,9 +183,9 @@ macro_rules! apply_write_options {
 /// HeadObject.
 macro_rules! apply_sse_c {
     ($builder:expr, $opts:expr) => {{
-        let o: &$crate::transfer::write::WriteOptions = $opts;
+        let o: &$crate::store::write::WriteOptions = $opts;
         match &o.sse {
-            Some($crate::transfer::write::Sse::Customer {
+            Some($crate::store::write::Sse::Customer {
                 key_b64,
                 key_md5_b64,
             }) => $builder

@@ -1,128 +1,24 @@
-//! Stage 6, delete: after every upload and copy of the pass, the rows whose file is gone are
-//! deleted from S3 (or, with DELETE_MODE=keep, only marked), and only if no guard objects.
+//! The delete rules: pure checks of a batch of deletes against DeleteGuards.
 //!
-//! In: the gone rows, the renames the pass did (their sources live on under a new key) and a
-//! [`DeleteContext`] (what the pass, or watch mode, knows about the tree). Out: objects deleted
-//! in batches of 1000, rows marked `deleted` through the [`Recorder`], or a [`Blocked`] refusal
-//! with the message that tells the operator how to proceed.
-//!
-//! The guards, most alarming first: the scan hit unreadable entries; the root is empty but files
+//! In: the limits ([`DeleteGuards`]), what is known of the tree ([`DeleteContext`]) and how
+//! many deletes a batch (and the window before it) holds. Out: `Ok`, or the first [`Blocked`]
+//! refusal, most alarming first: the scan hit unreadable entries; the root is empty but files
 //! are tracked (an unmounted share); more than MAX_DELETE; more than MAX_DELETE_PERCENT of the
-//! tracked files. rclone's rules, plus the empty-root check the peers' trackers ask for.
+//! tracked files. rclone's rules, plus the empty-root check the peers' trackers ask for. The
+//! guard session (`policy::guard`) applies them over DELETE_WINDOW.
 
-use std::collections::HashMap;
+use serde::Deserialize;
 
-use portail_core::catalog::{DeletedFile, FileRow};
-use serde_json::json;
+use crate::model::guard::{Blocked, Guard};
 
-use crate::config::DeleteMode;
-use crate::guard;
-use crate::history;
-use crate::record::Recorder;
-use crate::Agent;
-
-/// Deletes (or, with DELETE_MODE=keep, only marks) the rows whose file is gone, if the guards
-/// allow. Rename sources (in [`Recorder::renamed`]) are handled here too: their content lives on
-/// under the new key, so they do not count against the limits.
-pub async fn delete_gone(
-    agent: &Agent,
-    gone: Vec<FileRow>,
-    ctx: &DeleteContext,
-    rec: &mut Recorder<'_>,
-) -> anyhow::Result<()> {
-    if gone.is_empty() {
-        return Ok(());
-    }
-    let plain: Vec<String> = gone
-        .iter()
-        .filter(|r| !rec.renamed().contains_key(&r.path))
-        .map(|r| r.path.clone())
-        .collect();
-    let pass = match guard::check_deletes(agent, ctx, plain.len() as u64).await? {
-        Ok(pass) => pass,
-        Err(blocked) => {
-            guard::hold_deletes(agent, blocked.guard, plain.into_iter());
-            rec.deletes_blocked(blocked);
-            return Ok(());
-        }
-    };
-    let keep = agent.settings.delete_mode == DeleteMode::Keep;
-    let mut deleted = Vec::with_capacity(gone.len());
-    for chunk in gone.chunks(1000) {
-        let (kept, mut failed) = if keep {
-            (HashMap::new(), HashMap::new())
-        } else {
-            keep_history(agent, chunk).await
-        };
-        if !keep {
-            let doomed: Vec<&FileRow> = chunk
-                .iter()
-                .filter(|r| !failed.contains_key(&r.s3_key))
-                .collect();
-            failed.extend(delete_objects(agent, &doomed).await);
-        }
-        let mut done = Vec::with_capacity(chunk.len());
-        for row in chunk {
-            if let Some(err) = failed.get(&row.s3_key) {
-                rec.delete_failed(row, err);
-                continue;
-            }
-            let details = match rec.renamed().get(&row.path) {
-                Some(to) => json!({"renamed_to": to, "object_kept": keep}),
-                None => json!({"object_kept": keep}),
-            };
-            let history_key = kept.get(&row.s3_key).cloned();
-            done.push(DeletedFile {
-                path: row.path.clone(),
-                details,
-                history_key,
-            });
-        }
-        deleted.extend(done.iter().map(|f| f.path.clone()));
-        rec.deleted(&done).await?;
-    }
-    // Once for the whole batch: the ledger and the allowance count it once, however many
-    // DeleteObjects calls it took.
-    guard::deletes_done(agent, pass, &deleted).await
-}
-
-/// With HISTORY=prefix, copies each object that holds a version (renamed ones too: the old
-/// path keeps its history) to its history key. Returns the history keys by object key, and the
-/// objects that could not be copied, which must not be deleted.
-async fn keep_history(
-    agent: &Agent,
-    rows: &[FileRow],
-) -> (HashMap<String, String>, HashMap<String, String>) {
-    let copies = rows
-        .iter()
-        .filter(|r| history::holds_version(r, &r.s3_key))
-        .map(|r| async move { (r.s3_key.clone(), history::keep(agent, r).await) });
-    let results = futures::future::join_all(copies).await;
-    let (mut kept, mut failed) = (HashMap::new(), HashMap::new());
-    for (key, result) in results {
-        match result {
-            Ok(Some(h)) => {
-                kept.insert(key, h);
-            }
-            Ok(None) => {}
-            Err(e) => {
-                failed.insert(key, format!("history copy failed, object kept: {e}"));
-            }
-        }
-    }
-    (kept, failed)
-}
-
-/// Deletes the objects of up to 1000 rows; returns `(key, reason)` for each that failed.
-async fn delete_objects(agent: &Agent, rows: &[&FileRow]) -> Vec<(String, String)> {
-    let keys: Vec<String> = rows.iter().map(|r| r.s3_key.clone()).collect();
-    match agent.transfer.delete_batch(&keys).await {
-        Ok(errors) => errors,
-        Err(e) => {
-            let msg = e.to_string();
-            keys.into_iter().map(|k| (k, msg.clone())).collect()
-        }
-    }
+/// What happens to the object of a file that is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeleteMode {
+    /// Delete the object.
+    Delete,
+    /// Keep the object; only the catalog row is marked deleted.
+    Keep,
 }
 
 /// The safety limits on deletes. All on by default.
@@ -157,50 +53,6 @@ pub struct DeleteContext {
     pub scan_failures: u64,
 }
 
-/// Which guard refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Guard {
-    /// The scan hit I/O errors: what looks gone may just be unreadable.
-    ScanErrors,
-    /// The root is empty but the catalog tracks files: an unmounted or wiped share.
-    EmptyRoot,
-    /// More deletes than MAX_DELETE.
-    MaxDelete,
-    /// More deletes than MAX_DELETE_PERCENT of the tracked files.
-    MaxDeletePercent,
-}
-
-impl Guard {
-    /// Every guard, so the metric exports a zero for each before one fires.
-    pub const ALL: [Guard; 4] = [
-        Guard::ScanErrors,
-        Guard::EmptyRoot,
-        Guard::MaxDelete,
-        Guard::MaxDeletePercent,
-    ];
-
-    /// The guard a metric label names.
-    pub fn from_label(label: &str) -> Option<Guard> {
-        Guard::ALL.into_iter().find(|g| g.label() == label)
-    }
-
-    /// Whether the guard counts deletes (MAX_DELETE, MAX_DELETE_PERCENT): those hold until
-    /// released or raised. The others hold while the tree looks wrong.
-    pub fn counts(self) -> bool {
-        matches!(self, Guard::MaxDelete | Guard::MaxDeletePercent)
-    }
-
-    /// The metric label.
-    pub fn label(self) -> &'static str {
-        match self {
-            Guard::ScanErrors => "scan_errors",
-            Guard::EmptyRoot => "empty_root",
-            Guard::MaxDelete => "max_delete",
-            Guard::MaxDeletePercent => "max_delete_percent",
-        }
-    }
-}
-
 /// A counting guard's limit under `g` (None: off, or not a counting guard).
 pub fn limit(g: &DeleteGuards, guard: Guard) -> Option<i64> {
     match guard {
@@ -219,22 +71,6 @@ pub fn raised(g: &DeleteGuards, guard: Guard, was: Option<i64>) -> bool {
         (Some(now), Some(was)) => now > was,
         (Some(_), None) => false,
     }
-}
-
-/// A refusal, with the message that tells the operator how to override it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Blocked {
-    /// The guard.
-    pub guard: Guard,
-    /// What happened and how to proceed.
-    pub message: String,
-}
-
-/// Checks `n` deletes (renames excluded: their content lives on) against the guards. Guards are
-/// checked from the most to the least alarming, and the first that trips is reported.
-pub fn check_deletes(g: &DeleteGuards, c: &DeleteContext, n: u64) -> Result<(), Blocked> {
-    check_tree(g, c, n)?;
-    check_counts(g, c, n)
 }
 
 /// The guards on the state of the tree: unreadable entries, an empty root.
@@ -263,26 +99,40 @@ pub fn check_tree(g: &DeleteGuards, c: &DeleteContext, n: u64) -> Result<(), Blo
     Ok(())
 }
 
-/// The guards on how many: MAX_DELETE, MAX_DELETE_PERCENT of `c.tracked`.
-pub fn check_counts(g: &DeleteGuards, c: &DeleteContext, n: u64) -> Result<(), Blocked> {
+/// The guards on how many: MAX_DELETE, MAX_DELETE_PERCENT of `c.tracked`, for `n` more
+/// deletes after the `so_far` that went within DELETE_WINDOW. The message says what this batch
+/// adds, and the window's total when there is one.
+pub fn check_counts(
+    g: &DeleteGuards,
+    c: &DeleteContext,
+    so_far: u64,
+    n: u64,
+) -> Result<(), Blocked> {
     if n == 0 {
         return Ok(());
     }
+    let total = so_far + n;
+    let refusing = if so_far > 0 {
+        let window = humantime::format_duration(g.window);
+        format!("refusing {n} deletes ({so_far} already deleted within DELETE_WINDOW={window}, {total} in all)")
+    } else {
+        format!("refusing {n} deletes")
+    };
     if let Some(max) = g.max_delete {
-        if n > max {
+        if total > max {
             return Err(Blocked {
                 guard: Guard::MaxDelete,
                 message: format!(
-                    "refusing {n} deletes: more than MAX_DELETE={max}; raise MAX_DELETE to proceed"
+                    "{refusing}: more than MAX_DELETE={max}; raise MAX_DELETE to proceed"
                 ),
             });
         }
     }
-    if g.max_delete_percent < 100 && n * 100 > c.tracked * u64::from(g.max_delete_percent) {
+    if g.max_delete_percent < 100 && total * 100 > c.tracked * u64::from(g.max_delete_percent) {
         return Err(Blocked {
             guard: Guard::MaxDeletePercent,
             message: format!(
-                "refusing {n} deletes: more than MAX_DELETE_PERCENT={}% of {} tracked files; raise MAX_DELETE_PERCENT (100 disables) to proceed",
+                "{refusing}: more than MAX_DELETE_PERCENT={}% of {} tracked files; raise MAX_DELETE_PERCENT (100 disables) to proceed",
                 g.max_delete_percent, c.tracked
             ),
         });
@@ -293,6 +143,12 @@ pub fn check_counts(g: &DeleteGuards, c: &DeleteContext, n: u64) -> Result<(), B
 #[cfg(test)]
 mod guard_tests {
     use super::*;
+
+    /// Both rules in the order the guard session applies them, with no window before.
+    fn check_deletes(g: &DeleteGuards, c: &DeleteContext, n: u64) -> Result<(), Blocked> {
+        check_tree(g, c, n)?;
+        check_counts(g, c, 0, n)
+    }
 
     const DEFAULT: DeleteGuards = DeleteGuards {
         max_delete: None,
@@ -425,5 +281,42 @@ mod guard_tests {
             "turned off"
         );
         assert!(raised(&off, Guard::MaxDelete, Some(5)), "no cap now");
+    }
+
+    #[test]
+    fn a_refusal_within_the_window_says_what_this_batch_adds_and_the_total() {
+        let g = DeleteGuards {
+            window: std::time::Duration::from_secs(3600),
+            ..DEFAULT
+        };
+        let c = DeleteContext {
+            tracked: 1000,
+            local_files: 500,
+            scan_failures: 0,
+        };
+        assert_eq!(
+            check_counts(&g, &c, 450, 50),
+            Ok(()),
+            "500 of 1000 is the limit"
+        );
+        let b = check_counts(&g, &c, 500, 50).unwrap_err();
+        assert_eq!(b.guard, Guard::MaxDeletePercent);
+        assert!(
+            b.message.starts_with(
+                "refusing 50 deletes (500 already deleted within DELETE_WINDOW=1h, 550 in all): more than MAX_DELETE_PERCENT=50% of 1000 tracked files"
+            ),
+            "{}",
+            b.message
+        );
+        let capped = DeleteGuards {
+            max_delete: Some(10),
+            ..g
+        };
+        let b = check_counts(&capped, &c, 8, 3).unwrap_err();
+        assert!(
+            b.message.starts_with("refusing 3 deletes (8 already"),
+            "{}",
+            b.message
+        );
     }
 }

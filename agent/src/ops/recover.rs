@@ -20,10 +20,10 @@ use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
 use portail_core::catalog::{self, RebuiltVersion};
 
-use crate::history::History;
-use crate::restore::Source;
-use crate::transfer::metadata::ReadBack;
-use crate::transfer::{content_type_for, ListedObject, ListedVersion, Transfer, TransferError};
+use crate::ops::source::Source;
+use crate::policy::history::History;
+use crate::store::metadata::ReadBack;
+use crate::store::{content_type_for, ListedObject, ListedVersion, Transfer, TransferError};
 
 /// One content of a path, as the bucket shows it (before its metadata is read).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -255,18 +255,18 @@ pub struct Rebuilt {
 
 /// Recreates an agent's rows from the bucket. Refused if the agent has rows: it is for a
 /// catalog that was lost, not one to merge into.
-pub async fn rebuild(agent: &crate::Agent) -> anyhow::Result<Rebuilt> {
+pub async fn rebuild(agent: &crate::agent::Agent) -> anyhow::Result<Rebuilt> {
     let existing = catalog::files_page(&agent.pool, agent.id, None, 1).await?;
     if !existing.is_empty() {
         anyhow::bail!(portail_core::config::ConfigError::Invalid {
             var: "AGENT_ID".into(),
             reason: format!(
                 "agent {} already has rows in this catalog; rebuild-catalog only fills an empty one",
-                agent.settings.agent_name()
+                agent.name.clone()
             ),
         });
     }
-    let history_dir = format!("{}{}", agent.prefix, agent.settings.history_dir());
+    let history_dir = agent.history_prefix.clone();
     let versioned = agent.history == History::Versioning;
     let mut by_path =
         bucket_versions(&agent.transfer, &agent.prefix, &history_dir, versioned).await?;
@@ -296,7 +296,7 @@ pub async fn rebuild(agent: &crate::Agent) -> anyhow::Result<Rebuilt> {
 /// HEADs a batch of objects, UPLOAD_CONCURRENCY at a time; those that cannot be described are
 /// added to `skipped`.
 async fn describe_all<'a>(
-    agent: &crate::Agent,
+    agent: &crate::agent::Agent,
     batch: &'a [BucketVersion],
     skipped: &mut Vec<String>,
 ) -> Vec<(&'a BucketVersion, Source)> {

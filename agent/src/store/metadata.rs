@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use base64::Engine;
 use chrono::{DateTime, Utc};
 
-use crate::scan::FileMeta;
+use crate::model::tree::FileMeta;
 
 /// A file's POSIX metadata as stored on its object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

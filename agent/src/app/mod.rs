@@ -1,0 +1,176 @@
+//! The app layer: the only reader of the configuration. It turns [`AgentConfig`] into ready
+//! values and wires them into an [`Agent`]; the CLI and the health endpoint live here too.
+//!
+//! In: the environment (through [`config`]), a PostgreSQL pool and an S3 client. Out: an
+//! [`Agent`] whose stages hold typed values only, with its metrics registered (a zero exported
+//! for every known label) and the multipart uploads an earlier run left behind aborted.
+
+pub mod cli;
+pub mod config;
+pub mod health;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use portail_core::catalog::NewAgent;
+use sqlx::PgPool;
+
+use crate::agent::{Agent, Options, WatchTimings};
+use crate::fs::scan::Excludes;
+use crate::metrics::AgentMetrics;
+use crate::policy::guard::Guards;
+use crate::policy::history::History;
+use crate::store::{self, Transfer};
+use config::{AgentConfig, AgentSettings};
+
+/// The BWLIMIT budget, kept current (timetable, BWLIMIT_FILE) by a task, if a limit is set.
+fn bandwidth(
+    settings: &AgentSettings,
+    metrics: &AgentMetrics,
+) -> anyhow::Result<Option<Arc<store::Bandwidth>>> {
+    let Some(table) = settings.bandwidth()? else {
+        return Ok(None);
+    };
+    let bw = Arc::new(store::Bandwidth::new(table));
+    let file = settings
+        .bwlimit_file
+        .clone()
+        .map(|path| store::LimitFile { path });
+    let c = &metrics.controls;
+    store::bandwidth::spawn_refresh(&bw, file, c.bwlimit.clone(), c.bwlimit_file_errors.clone());
+    Ok(Some(bw))
+}
+
+/// The S3 side as the settings describe it: write options (the SSE-C key too) and BWLIMIT.
+fn build_transfer(
+    settings: &AgentSettings,
+    s3: aws_sdk_s3::Client,
+    bucket: String,
+    metrics: &AgentMetrics,
+) -> anyhow::Result<Transfer> {
+    let mut transfer = Transfer::new(s3, bucket, settings.transfer())
+        .with_write_options(settings.write_options()?);
+    if let Some(bw) = bandwidth(settings, metrics)? {
+        transfer = transfer.with_bandwidth(bw);
+    }
+    Ok(transfer)
+}
+
+/// The S3 side alone, for the commands that need neither an agent row nor SYNC_ROOT (restore
+/// onto a new machine): the same client, write options and BWLIMIT as the agent's.
+pub async fn transfer_for(cfg: &AgentConfig) -> anyhow::Result<Transfer> {
+    let s3 = portail_core::s3::build_client(&cfg.s3).await;
+    let metrics = AgentMetrics::register(&prometheus::Registry::new())?;
+    build_transfer(&cfg.agent, s3, cfg.s3.aws_bucket_name.clone(), &metrics)
+}
+
+/// The typed options of the stages, from the settings.
+fn options(settings: &AgentSettings) -> Options {
+    Options {
+        delete_mode: settings.delete_mode,
+        history_retention: settings.history_retention.0,
+        watch: WatchTimings {
+            settle: settings.settle_time.0,
+            delete_grace: settings.delete_grace.0,
+            max_sync_delay: settings.max_sync_delay.0,
+            rescan_interval: settings.rescan_interval.0,
+            shutdown_timeout: settings.shutdown_timeout.0,
+        },
+    }
+}
+
+/// Exports a zero for every known label set, so dashboards and alerts see a series (and
+/// `increase()` sees the first event) before anything happens. The app knows every layer's
+/// words; the metrics module knows none.
+fn zero_known_labels(m: &AgentMetrics) {
+    for g in crate::model::guard::Guard::ALL {
+        m.deletes_blocked.with_label_values(&[g.label()]);
+    }
+    for c in crate::watch::RescanCause::ALL {
+        m.watch_rescans.with_label_values(&[c.label()]);
+    }
+    for r in crate::model::tree::SkipReason::ALL {
+        m.files_skipped.with_label_values(&[r.label()]);
+    }
+    let errors = crate::model::report::known_errors()
+        .chain(crate::fs::hash::HashError::KINDS.map(|k| (crate::model::report::Stage::Hash, k)))
+        .chain(store::TransferError::KINDS.map(|k| (crate::model::report::Stage::Transfer, k)));
+    for (stage, kind) in errors {
+        m.errors.with_label_values(&[stage.label(), kind.label()]);
+    }
+}
+
+impl Agent {
+    /// Connects the stages: registers the agent in the catalog (running migrations first),
+    /// registers its metrics, and aborts the multipart uploads an earlier run left behind.
+    /// Fails if the database is unreachable.
+    pub async fn start(
+        settings: AgentSettings,
+        pool: PgPool,
+        s3: aws_sdk_s3::Client,
+        bucket: String,
+        registry: &prometheus::Registry,
+    ) -> anyhow::Result<Self> {
+        portail_core::catalog::migrate(&pool)
+            .await
+            .context("running migrations")?;
+        let prefix = settings.key_prefix();
+        let name = settings.agent_name();
+        let row = portail_core::catalog::register_agent(
+            &pool,
+            &NewAgent {
+                name: &name,
+                hostname: &config::hostname_or_unknown(),
+                root: &settings.sync_root.to_string_lossy(),
+                bucket: &bucket,
+                prefix: &prefix,
+            },
+        )
+        .await
+        .context("registering the agent")?;
+        // Local files where history lives in S3 would collide with it: never synced.
+        let mut exclude = settings.exclude.clone();
+        exclude.push(format!("/{}**", globset::escape(&settings.history_dir())));
+        let excludes = Excludes::new(&exclude)?;
+        let metrics = AgentMetrics::register(registry)?;
+        zero_known_labels(&metrics);
+        let s3 = portail_core::s3::count_retries(&s3, metrics.s3_retries.clone());
+        let journal = crate::pass::record::CatalogJournal {
+            pool: pool.clone(),
+            agent_id: row.id,
+        };
+        let transfer =
+            build_transfer(&settings, s3, bucket, &metrics)?.with_journal(Arc::new(journal));
+        let history_prefix = settings.history_key_prefix();
+        let history = History::resolve(settings.history, &transfer, history_prefix.clone()).await?;
+        tracing::info!(history = history.label(), "history of replaced content");
+        let stale = transfer.abort_stale_multiparts(&prefix).await?;
+        if stale > 0 {
+            tracing::warn!(
+                count = stale,
+                "aborted multipart uploads left by an earlier run"
+            );
+        }
+        let guards = Guards::new(
+            pool.clone(),
+            row.id,
+            metrics.controls.clone(),
+            settings.delete_guards(),
+            settings.change_tripwire(),
+        );
+        Ok(Agent {
+            id: row.id,
+            name,
+            root: settings.sync_root.clone(),
+            prefix,
+            history_prefix,
+            pool,
+            transfer,
+            metrics,
+            excludes,
+            guards: Arc::new(guards),
+            history,
+            options: options(&settings),
+        })
+    }
+}
