@@ -13,14 +13,13 @@
 //! 3. [`crate::delete::delete_gone`], after every upload and copy, so a rename never loses its
 //!    source, and only when no guard objects; then [`retry_after_deletes`].
 
-use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
 use chrono::Utc;
-use futures::stream::{self, StreamExt};
+use futures::stream;
 use portail_core::catalog::{self, FileRow, FileStatus};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -30,8 +29,10 @@ use crate::agent::Agent;
 use crate::fs::scan::{self, ScanError, ScanOutcome};
 use crate::model::report::{Stage, SyncReport};
 use crate::model::tree::LocalFile;
+use crate::pass::batch::{sync_targeted, Targeted};
 use crate::pass::delete;
-use crate::pass::file::{self, rename_sources, ReadMode, RenameSources};
+use crate::pass::file::{rename_sources, RenameSources};
+use crate::pass::jobs::transfer_files;
 use crate::pass::merge::{CatalogRows, Entry, Merge, Work};
 use crate::pass::progress::Progress;
 use crate::pass::record::Recorder;
@@ -64,8 +65,32 @@ impl Default for SyncOptions {
     }
 }
 
-/// Runs one full pass.
+/// What one run of the pipeline covers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scope {
+    /// Everything under SYNC_ROOT: the walk, merged with every row (a full pass).
+    Everything,
+    /// The paths watch mode names (a watch batch).
+    Paths(Targeted),
+}
+
+/// The one entry of the pipeline, for a full pass and a watch batch alike (Syncthing's
+/// `scanSubdirs`): the same stages, guards and recorder, over the scope given. `opts` apply to
+/// a full pass (a watch batch is never a dry run and draws no progress).
+pub async fn sync(agent: &Agent, scope: Scope, opts: &SyncOptions) -> anyhow::Result<SyncReport> {
+    match scope {
+        Scope::Everything => sync_everything(agent, opts).await,
+        Scope::Paths(targeted) => sync_targeted(agent, targeted).await,
+    }
+}
+
+/// Runs one full pass: [`sync`] over [`Scope::Everything`].
 pub async fn sync_once(agent: &Agent, opts: &SyncOptions) -> anyhow::Result<SyncReport> {
+    sync(agent, Scope::Everything, opts).await
+}
+
+/// The full pass: walk, merge, transfer, deferred renames, deletes, retries.
+async fn sync_everything(agent: &Agent, opts: &SyncOptions) -> anyhow::Result<SyncReport> {
     let started = Instant::now();
     // Fail before anything else when the root is gone (an unmounted share).
     if !agent.root.is_dir() {
@@ -265,44 +290,6 @@ async fn dry_run_report(
     }
     report.elapsed = started.elapsed();
     Ok(report)
-}
-
-/// Hashes, stores and records a stream of work items, as many files in flight as requests
-/// (UPLOAD_CONCURRENCY), so that small files alone can fill every request slot. Every file must
-/// be settled: unchanged while it is read and stored.
-pub(crate) async fn transfer_files(
-    agent: &Agent,
-    work: impl futures::Stream<Item = Work>,
-    sources: &RenameSources,
-    rec: &mut Recorder<'_>,
-) -> anyhow::Result<()> {
-    transfer_files_busy(agent, work, sources, &HashSet::new(), rec).await
-}
-
-/// The same, with the paths in `busy` read as [`ReadMode::Busy`] (watch mode's
-/// MAX_SYNC_DELAY is up for them, so the prefix of a growing file is stored).
-pub(crate) async fn transfer_files_busy(
-    agent: &Agent,
-    work: impl futures::Stream<Item = Work>,
-    sources: &RenameSources,
-    busy: &HashSet<String>,
-    rec: &mut Recorder<'_>,
-) -> anyhow::Result<()> {
-    let files_in_flight = agent.transfer.config().requests_in_flight;
-    let mode = |w: &Work| match busy.contains(&w.local.path) {
-        true => ReadMode::Busy,
-        false => ReadMode::Settled,
-    };
-    let mut outcomes = std::pin::pin!(work
-        .map(|w| {
-            let m = mode(&w);
-            file::sync_file(agent, w, sources, m)
-        })
-        .buffer_unordered(files_in_flight));
-    while let Some((hashes, outcome)) = outcomes.next().await {
-        rec.file(hashes, outcome).await?;
-    }
-    Ok(())
 }
 
 /// Gives the files whose transfer failed one more try once this pass's deletes are done.

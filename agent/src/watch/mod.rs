@@ -31,20 +31,15 @@ use std::time::Duration;
 use anyhow::Context;
 use notify::event::{ModifyKind, RenameMode};
 use notify::{RecursiveMode, Watcher};
-use portail_core::catalog::{self, FileRow, FileStatus};
+use portail_core::catalog;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::agent::Agent;
-use crate::fs::scan::{self, PathState};
+use crate::fs::scan;
 use crate::model::report::{FailureKind, Stage};
-use crate::model::tree::LocalFile;
-use crate::pass::delete;
-use crate::pass::file::rename_sources;
-use crate::pass::merge::{self, Entry};
-use crate::pass::record::Recorder;
-use crate::pass::run::{self as pass, SyncOptions};
-use crate::policy::delete_rules::DeleteContext;
+use crate::pass::batch::{self, Targeted};
+use crate::pass::run::{self as pass, Scope, SyncOptions};
 use crate::policy::guard;
 
 /// Why watch mode ran a full reconcile (the `cause` label).
@@ -582,8 +577,9 @@ impl State {
         }
     }
 
-    /// Syncs settled paths and deletes the vanished ones whose grace is over. Returns whether
-    /// some files failed (they are requeued after the backoff).
+    /// Syncs settled paths and deletes the vanished ones whose grace is over, through the
+    /// pass's one entry over a targeted scope. Returns whether some files failed (they are
+    /// requeued after the backoff).
     async fn batch(
         &mut self,
         agent: &Agent,
@@ -592,39 +588,40 @@ impl State {
         grace: Duration,
     ) -> anyhow::Result<bool> {
         let rels: Vec<String> = paths.iter().map(|(p, _)| p.clone()).collect();
-        let (files, missing) = inspect_paths(agent, rels).await?;
+        let (files, missing) = batch::inspect_paths(agent, rels).await?;
         let since: HashMap<&str, Due> = paths.iter().map(|(p, d)| (p.as_str(), *d)).collect();
         let now = Instant::now();
         self.hold_missing(agent, &missing, &since, now, grace)
             .await?;
         self.present(files.iter().map(|f| f.path.as_str()));
         agent.guards.present(files.iter().map(|f| f.path.as_str()));
-
-        let busy = self.synced(&paths);
-        let mut rec = Recorder::new(agent);
-        if !files.is_empty() {
-            agent.guards.load_tripwire(guard::Tracked::LastPass).await?;
-            self.sync_present(agent, files, &busy, &mut rec).await?;
-            let failed: HashSet<String> =
-                rec.report().failed.iter().map(|f| f.path.clone()).collect();
-            // Transfer failures (S3 down) come back after a backoff, like a failed batch.
-            if !failed.is_empty() {
-                let retry = failed.into_iter().map(|p| {
-                    let first = since.get(p.as_str()).copied();
-                    let due = first.unwrap_or(Due {
-                        at: now,
-                        since: now,
-                        attempts: 0,
-                        forced: false,
-                    });
-                    (p, due)
+        let scope = Targeted {
+            present: files,
+            busy: self.synced(&paths),
+            rename_candidates: self.rename_candidates(),
+            expired: deletes.into_iter().map(|(p, _)| p).collect(),
+        };
+        let report = pass::sync(agent, Scope::Paths(scope), &SyncOptions::default()).await?;
+        // Failed files (S3 down) come back after a backoff, like a failed batch; a failed
+        // delete is tried again by the next full pass.
+        let retry: Vec<(String, Due)> = report
+            .failed
+            .iter()
+            .filter(|f| f.stage != Stage::Delete)
+            .map(|f| {
+                let first = since.get(f.path.as_str()).copied();
+                let due = first.unwrap_or(Due {
+                    at: now,
+                    since: now,
+                    attempts: 0,
+                    forced: false,
                 });
-                self.failed(retry.collect(), Vec::new(), now);
-            }
+                (f.path.clone(), due)
+            })
+            .collect();
+        if !retry.is_empty() {
+            self.failed(retry, Vec::new(), now);
         }
-        delete_expired(agent, deletes, &mut rec).await?;
-        agent.guards.settle().await?;
-        let report = rec.into_report().await?;
         if !report.failed.is_empty() || report.deletes_blocked.is_some() || report.changes_held > 0
         {
             tracing::warn!("{}", report.summary());
@@ -651,39 +648,6 @@ impl State {
         }
         Ok(())
     }
-
-    /// Merges the present files with their rows and syncs what changed; the paths waiting out
-    /// their grace are rename sources, so a move becomes a server-side copy.
-    async fn sync_present(
-        &self,
-        agent: &Agent,
-        files: Vec<LocalFile>,
-        busy: &HashSet<String>,
-        rec: &mut Recorder<'_>,
-    ) -> anyhow::Result<()> {
-        let paths: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
-        let mut rows: HashMap<String, FileRow> =
-            catalog::rows_by_paths(&agent.pool, agent.id, &paths)
-                .await?
-                .into_iter()
-                .map(|r| (r.path.clone(), r))
-                .collect();
-        let work: Vec<_> = files
-            .into_iter()
-            .filter_map(|f| {
-                let previous = rows.remove(&f.path);
-                match merge::classify(f, previous) {
-                    Entry::Work(w) => Some(w),
-                    _ => None,
-                }
-            })
-            .collect();
-        let gone = catalog::rows_by_paths(&agent.pool, agent.id, &self.rename_candidates()).await?;
-        let sources = rename_sources(&gone);
-        pass::transfer_files_busy(agent, futures::stream::iter(work), &sources, busy, rec).await?;
-        rec.flush().await?;
-        Ok(())
-    }
 }
 
 fn count_pass_error(agent: &Agent, kind: FailureKind) {
@@ -692,86 +656,6 @@ fn count_pass_error(agent: &Agent, kind: FailureKind) {
         .errors
         .with_label_values(&[Stage::Pass.label(), kind.label()])
         .inc();
-}
-
-/// What the named paths are now: files to sync (a new directory is walked, so files written
-/// before its watch existed are found), and paths that are missing. Blocking work, on a
-/// blocking thread.
-async fn inspect_paths(
-    agent: &Agent,
-    rels: Vec<String>,
-) -> anyhow::Result<(Vec<LocalFile>, Vec<String>)> {
-    let (mut files, missing) = agent
-        .on_tree(move |root, prefix, excludes| {
-            let mut files = Vec::new();
-            let mut missing = Vec::new();
-            for rel in rels {
-                match scan::inspect(root, &rel, prefix, excludes) {
-                    PathState::File(f) => files.push(f),
-                    PathState::Dir => {
-                        scan::scan_subtree(root, &rel, prefix, excludes, |f| {
-                            files.push(f);
-                            true
-                        });
-                    }
-                    PathState::Missing => missing.push(rel),
-                    PathState::Skipped(s) => {
-                        tracing::debug!(path = %s.path, reason = s.reason.label(), "skipped");
-                        // A file replaced by a link or FIFO is gone as far as S3 goes.
-                        missing.push(rel);
-                    }
-                    PathState::Failed(f) => {
-                        tracing::warn!(path = %f.path, error = %f.error, "cannot inspect")
-                    }
-                }
-            }
-            (files, missing)
-        })
-        .await?;
-    // A directory walk and the file's own event can name the same path: one work item each.
-    files.sort_by(|a, b| a.path.cmp(&b.path));
-    files.dedup_by(|a, b| a.path == b.path);
-    Ok((files, missing))
-}
-
-/// Deletes the held paths whose grace is over and that are still absent, through the same
-/// guards as a full pass. The guards see the tree as a pass would: the regular files a walk
-/// finds now, and the entries it cannot read.
-async fn delete_expired(
-    agent: &Agent,
-    deletes: Vec<(String, Due)>,
-    rec: &mut Recorder<'_>,
-) -> anyhow::Result<()> {
-    let root = &agent.root;
-    let due: Vec<String> = deletes
-        .into_iter()
-        .map(|(p, _)| p)
-        .filter(|p| !std::fs::symlink_metadata(root.join(p)).is_ok_and(|m| m.is_file()))
-        .collect();
-    if due.is_empty() {
-        return Ok(());
-    }
-    if !root.is_dir() {
-        anyhow::bail!(
-            "SYNC_ROOT {} is missing (is the share mounted?); deletes held",
-            root.display()
-        );
-    }
-    let rows: Vec<FileRow> = catalog::rows_by_paths(&agent.pool, agent.id, &due)
-        .await?
-        .into_iter()
-        .filter(|r| r.status != FileStatus::Deleted)
-        .collect();
-    let totals = catalog::agent_totals(&agent.pool, agent.id)
-        .await
-        .context("reading totals")?;
-    let tree = agent.on_tree(scan::count).await?;
-    let ctx = DeleteContext {
-        tracked: totals.synced_files as u64,
-        local_files: tree.files,
-        scan_failures: tree.failures,
-    };
-    delete::delete_gone(agent, rows, &ctx, rec).await
 }
 
 #[cfg(test)]
