@@ -100,6 +100,44 @@ fn zero_known_labels(m: &AgentMetrics) {
     }
 }
 
+/// Runs the migrations and registers the agent in the catalog; returns its row id.
+async fn register(
+    pool: &PgPool,
+    settings: &AgentSettings,
+    bucket: &str,
+    prefix: &str,
+    name: &str,
+) -> anyhow::Result<i64> {
+    portail_core::catalog::migrate(pool)
+        .await
+        .context("running migrations")?;
+    let row = portail_core::catalog::register_agent(
+        pool,
+        &NewAgent {
+            name,
+            hostname: &config::hostname_or_unknown(),
+            root: &settings.sync_root.to_string_lossy(),
+            bucket,
+            prefix,
+        },
+    )
+    .await
+    .context("registering the agent")?;
+    Ok(row.id)
+}
+
+/// Aborts the multipart uploads an earlier run left behind (their intents are in the journal).
+async fn abort_stale(transfer: &Transfer, prefix: &str) -> anyhow::Result<()> {
+    let stale = transfer.abort_stale_multiparts(prefix).await?;
+    if stale > 0 {
+        tracing::warn!(
+            count = stale,
+            "aborted multipart uploads left by an earlier run"
+        );
+    }
+    Ok(())
+}
+
 impl Agent {
     /// Connects the stages: registers the agent in the catalog (running migrations first),
     /// registers its metrics, and aborts the multipart uploads an earlier run left behind.
@@ -111,23 +149,9 @@ impl Agent {
         bucket: String,
         registry: &prometheus::Registry,
     ) -> anyhow::Result<Self> {
-        portail_core::catalog::migrate(&pool)
-            .await
-            .context("running migrations")?;
         let prefix = settings.key_prefix();
         let name = settings.agent_name();
-        let row = portail_core::catalog::register_agent(
-            &pool,
-            &NewAgent {
-                name: &name,
-                hostname: &config::hostname_or_unknown(),
-                root: &settings.sync_root.to_string_lossy(),
-                bucket: &bucket,
-                prefix: &prefix,
-            },
-        )
-        .await
-        .context("registering the agent")?;
+        let id = register(&pool, &settings, &bucket, &prefix, &name).await?;
         // Local files where history lives in S3 would collide with it: never synced.
         let mut exclude = settings.exclude.clone();
         exclude.push(format!("/{}**", globset::escape(&settings.history_dir())));
@@ -137,29 +161,23 @@ impl Agent {
         let s3 = portail_core::s3::count_retries(&s3, metrics.s3_retries.clone());
         let journal = crate::pass::record::CatalogJournal {
             pool: pool.clone(),
-            agent_id: row.id,
+            agent_id: id,
         };
         let transfer =
             build_transfer(&settings, s3, bucket, &metrics)?.with_journal(Arc::new(journal));
         let history_prefix = settings.history_key_prefix();
         let history = History::resolve(settings.history, &transfer, history_prefix.clone()).await?;
         tracing::info!(history = history.label(), "history of replaced content");
-        let stale = transfer.abort_stale_multiparts(&prefix).await?;
-        if stale > 0 {
-            tracing::warn!(
-                count = stale,
-                "aborted multipart uploads left by an earlier run"
-            );
-        }
         let guards = Guards::new(
             pool.clone(),
-            row.id,
+            id,
             metrics.controls.clone(),
             settings.delete_guards(),
             settings.change_tripwire(),
         );
+        abort_stale(&transfer, &prefix).await?;
         Ok(Agent {
-            id: row.id,
+            id,
             name,
             root: settings.sync_root.clone(),
             prefix,
