@@ -228,7 +228,7 @@ async fn restore(mut cfg: AgentConfig, args: RestoreArgs) -> anyhow::Result<u8> 
     };
     let report = if args.from_bucket {
         let prefix = cfg.agent.key_prefix();
-        let history_dir = format!("{prefix}{}", cfg.agent.history_dir());
+        let history_dir = cfg.agent.history_key_prefix();
         let history = crate::policy::history::History::resolve(
             cfg.agent.history,
             &transfer,

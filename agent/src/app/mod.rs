@@ -16,8 +16,10 @@ use portail_core::catalog::NewAgent;
 use sqlx::PgPool;
 
 use crate::agent::{Agent, Options, WatchTimings};
+use crate::fs::hash::HashError;
 use crate::fs::scan::Excludes;
 use crate::metrics::AgentMetrics;
+use crate::model::report::{FailureKind, Stage};
 use crate::policy::guard::Guards;
 use crate::policy::history::History;
 use crate::store::{self, Transfer};
@@ -92,12 +94,23 @@ fn zero_known_labels(m: &AgentMetrics) {
     for r in crate::model::tree::SkipReason::ALL {
         m.files_skipped.with_label_values(&[r.label()]);
     }
-    let errors = crate::model::report::known_errors()
-        .chain(crate::fs::hash::HashError::KINDS.map(|k| (crate::model::report::Stage::Hash, k)))
-        .chain(store::TransferError::KINDS.map(|k| (crate::model::report::Stage::Transfer, k)));
-    for (stage, kind) in errors {
+    for (stage, kind) in known_errors() {
         m.errors.with_label_values(&[stage.label(), kind.label()]);
     }
+}
+
+/// Every `(stage, kind)` pair the agent can count: those of no single error type, then what
+/// `HashError` and `TransferError` declare.
+fn known_errors() -> impl Iterator<Item = (Stage, FailureKind)> {
+    [
+        (Stage::Scan, FailureKind::Io),
+        (Stage::Transfer, FailureKind::Changing),
+        (Stage::Delete, FailureKind::S3Error),
+    ]
+    .into_iter()
+    .chain(HashError::KINDS.map(|k| (Stage::Hash, k)))
+    .chain(store::TransferError::KINDS.map(|k| (Stage::Transfer, k)))
+    .chain([FailureKind::FullReconcile, FailureKind::Batch].map(|k| (Stage::Pass, k)))
 }
 
 /// Runs the migrations and registers the agent in the catalog; returns its row id.

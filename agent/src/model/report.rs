@@ -105,19 +105,6 @@ impl FailureKind {
     }
 }
 
-/// The `(stage, kind)` pairs that no error type of a lower layer declares: the app adds
-/// `HashError::KINDS` and `TransferError::KINDS` to these, so the metric exports a zero for
-/// each pair before the first error (dashboards and `increase()` need the series to exist).
-pub fn known_errors() -> impl Iterator<Item = (Stage, FailureKind)> {
-    [
-        (Stage::Scan, FailureKind::Io),
-        (Stage::Transfer, FailureKind::Changing),
-        (Stage::Delete, FailureKind::S3Error),
-    ]
-    .into_iter()
-    .chain([FailureKind::FullReconcile, FailureKind::Batch].map(|k| (Stage::Pass, k)))
-}
-
 /// A file that could not be synced in this pass.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Failure {

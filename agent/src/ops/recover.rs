@@ -262,14 +262,18 @@ pub async fn rebuild(agent: &crate::agent::Agent) -> anyhow::Result<Rebuilt> {
             var: "AGENT_ID".into(),
             reason: format!(
                 "agent {} already has rows in this catalog; rebuild-catalog only fills an empty one",
-                agent.name.clone()
+                agent.name
             ),
         });
     }
-    let history_dir = agent.history_prefix.clone();
     let versioned = agent.history == History::Versioning;
-    let mut by_path =
-        bucket_versions(&agent.transfer, &agent.prefix, &history_dir, versioned).await?;
+    let mut by_path = bucket_versions(
+        &agent.transfer,
+        &agent.prefix,
+        &agent.history_prefix,
+        versioned,
+    )
+    .await?;
     let concurrency = agent.transfer.config().requests_in_flight;
     refine(&agent.transfer, &mut by_path, None, concurrency).await;
     let all: Vec<BucketVersion> = by_path.into_values().flatten().collect();

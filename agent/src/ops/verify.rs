@@ -174,10 +174,10 @@ async fn orphans(
     let keep = agent.options.delete_mode == DeleteMode::Keep;
     let mine: HashMap<&str, &FileRow> = rows.iter().map(|r| (r.s3_key.as_str(), r)).collect();
     // History copies are the history's, not orphans (the catalog's versions track them).
-    let history = agent.history_prefix.clone();
+    let history = &agent.history_prefix;
     let unclaimed: Vec<String> = objects
         .keys()
-        .filter(|k| !k.starts_with(&history))
+        .filter(|k| !k.starts_with(history.as_str()))
         .filter(|k| match mine.get(k.as_str()) {
             Some(r) => r.status == FileStatus::Deleted && !keep,
             None => true,

@@ -19,7 +19,7 @@ use crate::model::tree::LocalFile;
 use crate::pass::delete;
 use crate::pass::file::rename_sources;
 use crate::pass::jobs::transfer_files_busy;
-use crate::pass::merge::{self, Entry};
+use crate::pass::merge::{self, Entry, Work};
 use crate::pass::record::Recorder;
 use crate::policy::delete_rules::DeleteContext;
 use crate::policy::guard;
@@ -57,10 +57,7 @@ pub(crate) async fn sync_targeted(agent: &Agent, scope: Targeted) -> anyhow::Res
 }
 
 /// The present files merged with their rows: what changed.
-async fn work_for(
-    agent: &Agent,
-    files: Vec<LocalFile>,
-) -> anyhow::Result<Vec<crate::pass::merge::Work>> {
+async fn work_for(agent: &Agent, files: Vec<LocalFile>) -> anyhow::Result<Vec<Work>> {
     let paths: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
     let mut rows: HashMap<String, FileRow> = catalog::rows_by_paths(&agent.pool, agent.id, &paths)
         .await?

@@ -3,7 +3,7 @@
 //!
 //! In: the gone rows, the renames the pass did (their sources live on under a new key) and a
 //! [`DeleteContext`] (what the pass, or watch mode, knows about the tree). Out: objects deleted
-//! in batches of 1000, rows marked `deleted` through the [`Recorder`], or a [`Blocked`] refusal
+//! in batches of 1000, rows marked `deleted` through the [`Recorder`], or a [`Blocked`](crate::model::guard::Blocked) refusal
 //! with the message that tells the operator how to proceed.
 //!
 //! The guards, most alarming first: the scan hit unreadable entries; the root is empty but files

@@ -6,7 +6,7 @@
 //! 1. `fs::scan` walks SYNC_ROOT (a full pass), or watch mode names the paths;
 //! 2. [`merge`]: the one lock-step merge of the walk with the catalog's rows, into
 //!    `Unchanged | Work | Gone`;
-//! 3. [`file`]: one file's job: hash → decide → store → confirm, through the change gate and
+//! 3. [`file`](mod@file): one file's job: hash → decide → store → confirm, through the change gate and
 //!    the history keeper it is handed;
 //!    [`jobs`] runs many of them at once;
 //! 4. [`record`]: each outcome into metrics, a log line, the report and a batched catalog

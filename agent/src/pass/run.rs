@@ -1,17 +1,19 @@
-//! The pass driver: one full pass, as named steps in the order they run.
+//! The pass entry: [`sync`] over a [`Scope`], everything (a full pass) or the paths of a watch
+//! batch (`pass::batch`); and the full pass itself, as named steps in the order they run.
 //!
-//! In: an [`Agent`](crate::agent::Agent) and [`SyncOptions`]. Out: a [`SyncReport`] with every count,
+//! In: an [`Agent`], a [`Scope`] and [`SyncOptions`]. Out: a [`SyncReport`] with every count,
 //! every skipped entry and every failure, after S3 and the catalog have been brought in line
-//! with the tree as far as the guards allow. `Err` only for what stops a whole pass: the root
+//! with the tree as far as the guards allow. `Err` only for what stops a whole run: the root
 //! is missing, or the catalog cannot be reached.
 //!
-//! 1. [`scan_merge_transfer`]: the walk ([`crate::scan`]) feeds the merge with the catalog
-//!    ([`crate::pass::merge`]), whose work is hashed and stored ([`crate::pass::file`]) and recorded
-//!    ([`crate::pass::record`]) while the walk goes on. New files wait when they might be renames.
+//! 1. `scan_merge_transfer`: the walk ([`crate::fs::scan`]) feeds the merge with the catalog
+//!    ([`crate::pass::merge`]), whose work is hashed and stored ([`crate::pass::file`]) and
+//!    recorded ([`crate::pass::record`]) while the walk goes on. New files wait when they might
+//!    be renames.
 //! 2. [`transfer_files`] for those new files, once every vanished row is known, so that a twin
 //!    of a vanished file becomes a server-side copy.
-//! 3. [`crate::delete::delete_gone`], after every upload and copy, so a rename never loses its
-//!    source, and only when no guard objects; then [`retry_after_deletes`].
+//! 3. [`crate::pass::delete::delete_gone`], after every upload and copy, so a rename never loses
+//!    its source, and only when no guard objects; then `retry_after_deletes`.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

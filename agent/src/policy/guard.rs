@@ -164,11 +164,6 @@ impl Guards {
         }
     }
 
-    /// The delete limits (DELETE_WINDOW among them).
-    pub fn delete_limits(&self) -> &DeleteGuards {
-        &self.delete_limits
-    }
-
     /// A full pass ends with `tracked` synced rows: the base of later watch batches.
     pub fn note_tracked(&self, tracked: u64) {
         self.last_pass_tracked.store(tracked, Ordering::Relaxed);
