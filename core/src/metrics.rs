@@ -9,7 +9,7 @@ use axum::routing::get;
 use axum::Router;
 use prometheus::{Encoder, IntGaugeVec, Opts, Registry, TextEncoder};
 
-/// Every metric name portail exports. The README lists them; dashboards and alerts use them.
+/// Every metric name portail exports. docs/operations.md lists them; dashboards and alerts use them.
 pub mod names {
     /// Gauge, always 1, labelled with `service` and `version`.
     pub const BUILD_INFO: &str = "portail_build_info";

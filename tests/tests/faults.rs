@@ -195,7 +195,7 @@ async fn sigkill_five_times_mid_sync_then_converges() {
     // open upload may still hold parts: every upload that stored data was journaled and aborted.
     // Two leftovers are outside the agent's reach and tolerated here: an upload whose
     // CreateMultipartUpload was in flight at the kill (its id never reached us; it holds no
-    // data; real stores list it, and the README asks for an AbortIncompleteMultipartUpload
+    // data; real stores list it, and docs/testing.md asks for an AbortIncompleteMultipartUpload
     // lifecycle rule), and parts of a CompleteMultipartUpload that s3s-fs abandons half-way
     // when the client disconnects (real S3 completes it server-side).
     let names: Vec<String> = std::fs::read_dir(env.s3.dir.path())

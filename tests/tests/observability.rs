@@ -222,7 +222,7 @@ async fn every_dashboard_and_alert_metric_is_exported() {
         }
     }
     assert!(dead.is_empty(), "queried but not exported: {dead:#?}");
-    // Every metric the README promises is shown somewhere (histograms through _bucket/_sum).
+    // Every metric docs/operations.md promises is shown somewhere (histograms through _bucket/_sum).
     let unshown: Vec<_> = portail_names()
         .into_iter()
         .filter(|n| !used.iter().any(|u| u.starts_with(n.as_str())))

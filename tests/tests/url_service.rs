@@ -501,13 +501,12 @@ async fn openapi_lists_every_route_and_each_is_served() {
     ];
     expected.sort();
     assert_eq!(listed, expected);
-    // The README documents the same routes.
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    // The HTTP API page documents the same routes.
+    let page = portail_tests::repo_file("docs/http-api.md");
     for route in &expected {
         assert!(
-            readme.contains(&format!("`{route}")),
-            "README lacks {route}"
+            page.contains(&format!("`{route}")),
+            "docs/http-api.md lacks {route}"
         );
     }
 }

@@ -1,7 +1,7 @@
 //! `GET /openapi.json`: the API contract as an OpenAPI 3.1 document.
 //!
 //! Written by hand next to the routes it describes; a test checks every path listed here is
-//! served, and the README lists the same routes.
+//! served, and docs/http-api.md lists the same routes.
 
 use axum::Json;
 use serde_json::{json, Value};
