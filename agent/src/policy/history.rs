@@ -272,7 +272,127 @@ impl Purger {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::store::{FaultyClient, MemoryClient, ObjectClient, TransferConfig};
+
+    fn store(client: Arc<dyn ObjectClient>) -> Transfer {
+        let config = TransferConfig {
+            multipart_threshold: 1 << 20,
+            part_size: 5 << 20,
+            requests_in_flight: 4,
+            parts_per_file: 2,
+        };
+        Transfer::on(client, "b".into(), config)
+    }
+
+    fn metrics() -> HistoryMetrics {
+        crate::metrics::AgentMetrics::register(&prometheus::Registry::new())
+            .unwrap()
+            .history
+    }
+
+    fn row(path: &str, since: DateTime<Utc>) -> FileRow {
+        FileRow {
+            id: 1,
+            agent_id: 1,
+            path: path.into(),
+            s3_key: format!("p/{path}"),
+            size_bytes: 3,
+            mtime: since,
+            md5: Some(hex::encode(md5::Md5::digest(b"old"))),
+            etag: None,
+            content_type: None,
+            status: FileStatus::Synced,
+            last_error: None,
+            synced_at: Some(since),
+            deleted_at: None,
+            created_at: since,
+            updated_at: since,
+            inode: None,
+            ctime: None,
+            encryption: None,
+            storage_class: None,
+            content_since: Some(since),
+        }
+    }
+
+    use md5::Digest;
+
+    #[tokio::test]
+    async fn prefix_history_copies_the_object_to_its_key_before_it_is_replaced() {
+        let mem = Arc::new(MemoryClient::new());
+        let since = DateTime::from_timestamp(1_764_000_000, 0).unwrap();
+        mem.insert("p/a.txt", b"old", [("md5chksum".into(), "x".into())].into());
+        let (history, m) = (History::Prefix("p/.h/".into()), metrics());
+        let key = history
+            .keep(&store(mem.clone()), &m, &row("a.txt", since))
+            .await
+            .unwrap();
+        assert_eq!(key.as_deref(), Some("p/.h/a.txt/20251124T160000.000000Z"));
+        let copy = mem.object(key.as_deref().unwrap()).unwrap();
+        assert_eq!(copy.bytes, &b"old"[..]);
+        assert_eq!(
+            copy.metadata.get("md5chksum").unwrap(),
+            "x",
+            "the copy keeps the metadata"
+        );
+        assert_eq!(m.copies.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_history_copy_that_fails_is_an_error_so_nothing_is_overwritten() {
+        let mem = Arc::new(MemoryClient::new());
+        mem.insert("p/a.txt", b"old", Default::default());
+        let faulty = Arc::new(FaultyClient::new(mem.clone()));
+        faulty.fail("CopyObject", ".h/", "AccessDenied", 1);
+        let (history, m) = (History::Prefix("p/.h/".into()), metrics());
+        let since = Utc::now();
+        let err = history
+            .keep(&store(faulty), &m, &row("a.txt", since))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), crate::model::report::FailureKind::Denied);
+        assert_eq!(m.copies.get(), 0);
+        assert_eq!(mem.keys(), ["p/a.txt"]);
+    }
+
+    #[tokio::test]
+    async fn versioning_and_off_copy_nothing() {
+        let mem = Arc::new(MemoryClient::versioned());
+        mem.insert("p/a.txt", b"old", Default::default());
+        for history in [History::Versioning, History::Off] {
+            let (t, m, r) = (store(mem.clone()), metrics(), row("a.txt", Utc::now()));
+            assert_eq!(history.keep(&t, &m, &r).await.unwrap(), None);
+        }
+        assert_eq!(mem.count("CopyObject"), 0);
+    }
+
+    #[tokio::test]
+    async fn auto_follows_the_bucket_and_versioning_is_refused_without_it() {
+        let plain = store(Arc::new(MemoryClient::new()));
+        let versioned = store(Arc::new(MemoryClient::versioned()));
+        let dir = || "p/.h/".to_string();
+        let auto = History::resolve(HistorySetting::Auto, &plain, dir())
+            .await
+            .unwrap();
+        assert_eq!(auto, History::Prefix(dir()));
+        let auto = History::resolve(HistorySetting::Auto, &versioned, dir())
+            .await
+            .unwrap();
+        assert_eq!(auto, History::Versioning);
+        let refused = History::resolve(HistorySetting::Versioning, &plain, dir()).await;
+        assert!(refused.unwrap_err().to_string().contains("HISTORY"));
+        let faulty = Arc::new(FaultyClient::new(Arc::new(MemoryClient::versioned())));
+        faulty.fail("GetBucketVersioning", "", "NotImplemented", 1);
+        let unknown = History::resolve(HistorySetting::Auto, &store(faulty), dir()).await;
+        assert_eq!(
+            unknown.unwrap(),
+            History::Prefix(dir()),
+            "auto falls back to prefix"
+        );
+    }
 
     #[test]
     fn history_keys_round_trip_even_for_odd_paths() {

@@ -51,15 +51,10 @@ impl Transfer {
     ) -> Result<[u8; 16], TransferError> {
         use tokio::io::AsyncWriteExt;
         let _permit = self.permit().await;
-        let out = self.get(key, version_id, None).await?;
-        let mut body = out.body;
+        let mut body = self.get(key, version_id, None).await?;
         let mut file = tokio::fs::File::from_std(file);
         let mut md5 = Md5::new();
-        while let Some(chunk) = body
-            .try_next()
-            .await
-            .map_err(|e| TransferError::Io(std::io::Error::other(e)))?
-        {
+        while let Some(chunk) = body.try_next().await? {
             self.budget(chunk.len() as u64).await;
             md5.update(&chunk);
             file.write_all(&chunk).await.map_err(TransferError::Write)?;
@@ -141,15 +136,11 @@ impl Transfer {
         file: &Arc<std::fs::File>,
     ) -> Result<(), TransferError> {
         let _permit = self.permit().await;
-        let out = self.get(key, version_id, Some((start, end))).await?;
-        let mut body = out.body;
+        let mut body = self.get(key, version_id, Some((start, end))).await?;
         let mut block = bytes::BytesMut::with_capacity(WRITE_BLOCK);
         let mut at = start;
         loop {
-            let chunk = body
-                .try_next()
-                .await
-                .map_err(|e| TransferError::Io(std::io::Error::other(e)))?;
+            let chunk = body.try_next().await?;
             if let Some(chunk) = &chunk {
                 self.budget(chunk.len() as u64).await;
                 block.extend_from_slice(chunk);
@@ -181,18 +172,10 @@ impl Transfer {
         key: &str,
         version_id: Option<&str>,
         range: Option<(u64, u64)>,
-    ) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput, TransferError> {
-        let get = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .set_version_id(version_id.map(String::from))
-            .set_range(range.map(|(start, end)| format!("bytes={start}-{}", end - 1)));
-        super::write::apply_sse_c!(get, &self.write)
-            .send()
+    ) -> Result<super::client::Chunks, TransferError> {
+        (self.client)
+            .get_object(key, version_id, range, &self.write)
             .await
-            .map_err(|e| TransferError::s3("GetObject", e))
     }
 }
 

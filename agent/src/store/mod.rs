@@ -6,7 +6,9 @@
 //! [`TransferError`] with a bounded kind for metrics.
 //!
 //! It is also the only holder of the S3 client: the reads that `verify` and `/readyz` need
-//! (list, HEAD for `md5chksum`, bucket check) are here too.
+//! (list, HEAD for `md5chksum`, bucket check) are here too. Every request goes through an
+//! [`ObjectClient`] ([`client`]): aws-sdk-s3 in production ([`SdkClient`]), a bucket in memory
+//! in unit tests ([`MemoryClient`]), and a wrapper that fails chosen requests ([`FaultyClient`]).
 //!
 //! Requests in flight are capped by one semaphore shared by every request (single PUTs,
 //! multipart parts, copies, HEADs), so memory stays at most `UPLOAD_CONCURRENCY × part size`.
@@ -15,18 +17,20 @@
 //! ([`bandwidth`]), shared by all transfers; an SDK retry of a body does not pay twice.
 
 pub mod bandwidth;
+pub mod client;
 mod download;
 mod error;
+pub mod faulty;
+pub mod memory;
 pub mod metadata;
 mod multipart;
 mod read;
+pub mod sdk;
 pub mod write;
 
 use std::path::Path;
 use std::sync::Arc;
 
-use aws_sdk_s3::primitives::{ByteStream, Length};
-use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 use aws_sdk_s3::Client;
 use base64::Engine;
 use futures::future::BoxFuture;
@@ -34,7 +38,10 @@ use portail_core::catalog::OpenMultipart;
 use tokio::sync::Semaphore;
 
 pub use bandwidth::{Bandwidth, LimitFile, Timetable};
-use write::apply_write_options;
+pub use client::ObjectClient;
+pub use faulty::FaultyClient;
+pub use memory::MemoryClient;
+pub use sdk::SdkClient;
 pub use write::WriteOptions;
 
 pub use error::TransferError;
@@ -108,7 +115,7 @@ pub struct Stored {
 /// The S3 side of the agent: one client, one bucket, one cap on requests in flight.
 #[derive(Debug, Clone)]
 pub struct Transfer {
-    client: Client,
+    client: Arc<dyn ObjectClient>,
     bucket: String,
     config: TransferConfig,
     in_flight: Arc<Semaphore>,
@@ -134,24 +141,16 @@ fn strip_quotes(etag: Option<&str>) -> Option<String> {
     etag.map(|e| e.trim_matches('"').to_string())
 }
 
-/// Percent-encodes a key for `x-amz-copy-source`, keeping '/' as is.
-fn encode_copy_source(bucket: &str, key: &str) -> String {
-    let mut out = String::with_capacity(bucket.len() + key.len() + 1);
-    out.push_str(bucket);
-    out.push('/');
-    for b in key.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 impl Transfer {
-    /// A transfer stage for one bucket.
+    /// A transfer stage for one bucket, through aws-sdk-s3.
     pub fn new(client: Client, bucket: String, config: TransferConfig) -> Self {
+        let sdk = SdkClient::new(client, bucket.clone());
+        Self::on(Arc::new(sdk), bucket, config)
+    }
+
+    /// A transfer stage that sends its requests through `client` (in unit tests, a
+    /// [`MemoryClient`] or a [`FaultyClient`]); `bucket` is the name it reports.
+    pub fn on(client: Arc<dyn ObjectClient>, bucket: String, config: TransferConfig) -> Self {
         Transfer {
             client,
             bucket,
@@ -233,7 +232,7 @@ impl Transfer {
     ) -> Result<Stored, TransferError> {
         self.budget(body.len() as u64).await;
         let _permit = self.permit().await;
-        self.put_object(key, ByteStream::from(body), info).await
+        self.put_object(key, client::Body::Bytes(body), info).await
     }
 
     /// Uploads a file from disk: one streamed PutObject below the multipart threshold,
@@ -250,12 +249,10 @@ impl Transfer {
         }
         self.budget(size).await;
         let _permit = self.permit().await;
-        let body = ByteStream::read_from()
-            .path(path)
-            .length(Length::Exact(size))
-            .build()
-            .await
-            .map_err(|e| TransferError::Io(std::io::Error::other(e)))?;
+        let body = client::Body::File {
+            path: path.to_path_buf(),
+            size,
+        };
         self.put_object(key, body, info).await
     }
 
@@ -263,30 +260,14 @@ impl Transfer {
     async fn put_object(
         &self,
         key: &str,
-        body: ByteStream,
+        body: client::Body,
         info: &ObjectInfo,
     ) -> Result<Stored, TransferError> {
-        let put = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .content_md5(md5_base64(&info.md5))
-            .content_type(&info.content_type)
-            .set_metadata(Some(info.metadata()))
-            .body(body);
-        let out = apply_write_options!(put, &self.write)
-            .customize()
-            // Content-MD5 (checked by the server) guards the bytes; a SigV4 SHA-256 of the
-            // whole body as well only costs a second pass over it.
-            .disable_payload_signing()
-            .send()
-            .await
-            .map_err(|e| TransferError::s3("PutObject", e))?;
+        let out = self.client.put_object(key, body, info, &self.write).await?;
         Ok(Stored {
-            etag: strip_quotes(out.e_tag()),
+            etag: out.etag,
             multipart: false,
-            version_id: out.version_id().map(String::from),
+            version_id: out.version_id,
         })
     }
 
@@ -300,46 +281,13 @@ impl Transfer {
         info: Option<&ObjectInfo>,
     ) -> Result<Stored, TransferError> {
         let _permit = self.permit().await;
-        let copy = self
-            .client
-            .copy_object()
-            .bucket(&self.bucket)
-            .key(to_key)
-            .copy_source(encode_copy_source(&self.bucket, from_key));
-        let copy = match info {
-            Some(info) => copy
-                .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
-                .content_type(&info.content_type)
-                .set_metadata(Some(info.metadata())),
-            None => copy,
-        };
-        // The source's SSE-C key too: the store must read it to copy it.
-        let copy = match &self.write.sse {
-            Some(write::Sse::Customer {
-                key_b64,
-                key_md5_b64,
-            }) => copy
-                .copy_source_sse_customer_algorithm("AES256")
-                .copy_source_sse_customer_key(key_b64)
-                .copy_source_sse_customer_key_md5(key_md5_b64),
-            _ => copy,
-        };
-        // Tags and storage class are set anew (REPLACE), so a copy never keeps stale ones.
-        let copy = copy.set_tagging_directive(
-            self.write
-                .tags
-                .as_ref()
-                .map(|_| aws_sdk_s3::types::TaggingDirective::Replace),
-        );
-        let out = apply_write_options!(copy, &self.write)
-            .send()
-            .await
-            .map_err(|e| TransferError::s3("CopyObject", e))?;
-        let etag = out.copy_object_result().and_then(|r| r.e_tag());
+        let out = (self.client)
+            .copy_object(from_key, to_key, info, &self.write)
+            .await?;
         Ok(Stored {
-            etag: strip_quotes(etag),
+            etag: out.etag,
             multipart: false,
-            version_id: out.version_id().map(String::from),
+            version_id: out.version_id,
         })
     }
 
@@ -376,58 +324,17 @@ impl Transfer {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let objects = ids
-            .iter()
-            .map(|(k, v)| {
-                ObjectIdentifier::builder()
-                    .key(k)
-                    .set_version_id(v.clone())
-                    .build()
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| TransferError::invalid("DeleteObjects", e))?;
-        let delete = Delete::builder()
-            .set_objects(Some(objects))
-            .quiet(true)
-            .build()
-            .map_err(|e| TransferError::invalid("DeleteObjects", e))?;
         let _permit = self.permit().await;
-        let out = self
-            .client
-            .delete_objects()
-            .bucket(&self.bucket)
-            .delete(delete)
-            .send()
-            .await
-            .map_err(|e| TransferError::s3("DeleteObjects", e))?;
-        Ok(out
-            .errors()
-            .iter()
-            .filter(|e| e.code() != Some("NoSuchKey"))
-            .map(|e| {
-                let reason = format!(
-                    "{}: {}",
-                    e.code().unwrap_or("error"),
-                    e.message().unwrap_or_default()
-                );
-                (e.key().unwrap_or_default().to_string(), reason)
-            })
-            .collect())
+        self.client.delete_objects(ids).await
     }
 }
 
 #[cfg(test)]
+mod memory_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn copy_source_is_percent_encoded_but_keeps_slashes() {
-        assert_eq!(
-            encode_copy_source("b", "a dir/x+y#?%.txt"),
-            "b/a%20dir/x%2By%23%3F%25.txt"
-        );
-        assert_eq!(encode_copy_source("b", "é"), "b/%C3%A9");
-    }
 
     #[test]
     fn content_type_from_extension() {

@@ -5,14 +5,13 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use aws_sdk_s3::error::DisplayErrorContext;
-use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use futures::stream::{StreamExt, TryStreamExt};
 use md5::{Digest, Md5};
 
-use super::write::{apply_sse_c, apply_write_options};
-use super::{md5_base64, strip_quotes, ObjectInfo, Stored, Transfer, TransferError};
+use super::{ObjectInfo, Stored, Transfer, TransferError};
+
+/// A part sent: its number and the ETag S3 gave it.
+type SentPart = (i32, Option<String>);
 
 impl Transfer {
     /// Aborts the multipart uploads a previous run left behind: every journaled one; for an
@@ -42,33 +41,25 @@ impl Transfer {
     /// Aborts the uploads the store lists under `prefix` (only those for exactly that key when
     /// `exact`); returns how many.
     async fn abort_listed(&self, prefix: &str, exact: bool) -> usize {
-        let listed = self
-            .client
-            .list_multipart_uploads()
-            .bucket(&self.bucket)
-            .prefix(prefix)
-            .send()
-            .await;
-        let out = match listed {
-            Ok(out) => out,
+        let listed = self.client.list_multipart_uploads(prefix).await;
+        let uploads = match listed {
+            Ok(uploads) => uploads,
             // Some stores (s3s-fs among them) cannot list uploads. The journal's upload ids
             // cover every upload S3 answered; only one whose create was cut off may remain.
             Err(e) => {
                 if exact {
-                    tracing::warn!(key = prefix, error = %DisplayErrorContext(&e), "cannot list multipart uploads to abort one whose creation was interrupted; if the store keeps it, an AbortIncompleteMultipartUpload lifecycle rule removes it");
+                    tracing::warn!(key = prefix, error = %e, "cannot list multipart uploads to abort one whose creation was interrupted; if the store keeps it, an AbortIncompleteMultipartUpload lifecycle rule removes it");
                 } else {
-                    tracing::debug!(error = %DisplayErrorContext(&e), "ListMultipartUploads unavailable");
+                    tracing::debug!(error = %e, "ListMultipartUploads unavailable");
                 }
                 return 0;
             }
         };
         let mut aborted = 0;
-        for u in out.uploads() {
-            if let (Some(key), Some(id)) = (u.key(), u.upload_id()) {
-                if !exact || key == prefix {
-                    self.abort(key, id).await;
-                    aborted += 1;
-                }
+        for u in uploads {
+            if !exact || u.key == prefix {
+                self.abort(&u.key, &u.upload_id).await;
+                aborted += 1;
             }
         }
         aborted
@@ -112,18 +103,9 @@ impl Transfer {
         size: u64,
         info: &ObjectInfo,
     ) -> Result<Stored, TransferError> {
-        let create = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.bucket)
-            .key(key)
-            .content_type(&info.content_type)
-            .set_metadata(Some(info.metadata()));
-        let created = apply_write_options!(create, &self.write)
-            .send()
-            .await
-            .map_err(|e| TransferError::s3("CreateMultipartUpload", e))?;
-        let upload_id = created.upload_id().unwrap_or_default().to_string();
+        let upload_id = (self.client)
+            .create_multipart(key, info, &self.write)
+            .await?;
         if let (Some(journal), Some(entry)) = (&self.journal, entry) {
             if let Err(e) = journal.begin(entry, &upload_id).await {
                 // Never run an upload a crash could orphan without trace.
@@ -149,28 +131,18 @@ impl Transfer {
                 return Err(e);
             }
         };
-        let done = self
-            .client
-            .complete_multipart_upload()
-            .bucket(&self.bucket)
-            .key(key)
-            .upload_id(upload_id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts))
-                    .build(),
-            )
-            .send()
+        let done = (self.client)
+            .complete_multipart(key, upload_id, parts)
             .await;
         match done {
             Ok(out) => Ok(Stored {
-                etag: strip_quotes(out.e_tag()),
+                etag: out.etag,
                 multipart: true,
-                version_id: out.version_id().map(String::from),
+                version_id: out.version_id,
             }),
             Err(e) => {
                 self.abort(key, upload_id).await;
-                Err(TransferError::s3("CompleteMultipartUpload", e))
+                Err(e)
             }
         }
     }
@@ -182,11 +154,11 @@ impl Transfer {
         upload_id: &str,
         path: &Path,
         size: u64,
-    ) -> Result<Vec<CompletedPart>, TransferError> {
+    ) -> Result<Vec<SentPart>, TransferError> {
         let part_size = self.config.part_size_for(size);
         let count = size.div_ceil(part_size).max(1);
         let file = Arc::new(std::fs::File::open(path)?);
-        let mut parts: Vec<CompletedPart> = futures::stream::iter(0..count)
+        let mut parts: Vec<SentPart> = futures::stream::iter(0..count)
             .map(|i| {
                 let offset = i * part_size;
                 let len = part_size.min(size - offset) as usize;
@@ -195,7 +167,7 @@ impl Transfer {
             .buffer_unordered(self.config.parts_per_file)
             .try_collect()
             .await?;
-        parts.sort_by_key(|p| p.part_number());
+        parts.sort_by_key(|p| p.0);
         Ok(parts)
     }
 
@@ -208,7 +180,7 @@ impl Transfer {
         number: u64,
         offset: u64,
         len: usize,
-    ) -> Result<CompletedPart, TransferError> {
+    ) -> Result<SentPart, TransferError> {
         self.budget(len as u64).await;
         let _permit = self.permit().await;
         let (buf, md5) = tokio::task::spawn_blocking(move || {
@@ -220,39 +192,16 @@ impl Transfer {
         .await
         .map_err(std::io::Error::other)??;
         let number = number as i32;
-        let part = self
-            .client
-            .upload_part()
-            .bucket(&self.bucket)
-            .key(key)
-            .upload_id(upload_id)
-            .part_number(number)
-            .content_md5(md5_base64(&md5))
-            .body(ByteStream::from(buf));
-        let out = apply_sse_c!(part, &self.write)
-            .customize()
-            .disable_payload_signing()
-            .send()
-            .await
-            .map_err(|e| TransferError::s3("UploadPart", e))?;
-        Ok(CompletedPart::builder()
-            .part_number(number)
-            .set_e_tag(out.e_tag().map(String::from))
-            .build())
+        let etag = (self.client)
+            .upload_part(key, upload_id, number, buf.into(), md5, &self.write)
+            .await?;
+        Ok((number, etag))
     }
 
     /// Aborts a multipart upload, logging (not failing) if even that is impossible.
     pub async fn abort(&self, key: &str, upload_id: &str) {
-        let res = self
-            .client
-            .abort_multipart_upload()
-            .bucket(&self.bucket)
-            .key(key)
-            .upload_id(upload_id)
-            .send()
-            .await;
-        if let Err(e) = res {
-            tracing::warn!(key, upload_id, error = %TransferError::s3("AbortMultipartUpload", e), "could not abort multipart upload");
+        if let Err(e) = self.client.abort_multipart(key, upload_id).await {
+            tracing::warn!(key, upload_id, error = %e, "could not abort multipart upload");
         }
     }
 }

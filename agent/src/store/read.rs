@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use super::{strip_quotes, Transfer, TransferError};
+use super::{Transfer, TransferError};
 
 /// An object as a listing shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,50 +58,7 @@ impl Transfer {
     /// Every version and delete marker under `prefix` (ListObjectVersions, all pages), in no
     /// particular order. Keys come back raw, as in [`Transfer::list_objects`].
     pub async fn list_versions(&self, prefix: &str) -> Result<Vec<ListedVersion>, TransferError> {
-        let time = |t: Option<&aws_sdk_s3::primitives::DateTime>| {
-            t.and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
-                .unwrap_or_default()
-        };
-        let (mut listed, mut markers) = (Vec::new(), (None, None));
-        loop {
-            let page = self
-                .client
-                .list_object_versions()
-                .bucket(&self.bucket)
-                .prefix(prefix)
-                .set_key_marker(markers.0.take())
-                .set_version_id_marker(markers.1.take())
-                .send()
-                .await
-                .map_err(|e| TransferError::s3("ListObjectVersions", e))?;
-            for v in page.versions() {
-                listed.push(ListedVersion {
-                    key: v.key().unwrap_or_default().to_string(),
-                    version_id: v.version_id().unwrap_or_default().to_string(),
-                    is_latest: v.is_latest().unwrap_or(false),
-                    delete_marker: false,
-                    modified: time(v.last_modified()),
-                    etag: strip_quotes(v.e_tag()).unwrap_or_default(),
-                });
-            }
-            for m in page.delete_markers() {
-                listed.push(ListedVersion {
-                    key: m.key().unwrap_or_default().to_string(),
-                    version_id: m.version_id().unwrap_or_default().to_string(),
-                    is_latest: m.is_latest().unwrap_or(false),
-                    delete_marker: true,
-                    modified: time(m.last_modified()),
-                    etag: String::new(),
-                });
-            }
-            if page.is_truncated() != Some(true) {
-                return Ok(listed);
-            }
-            markers = (
-                page.next_key_marker().map(String::from),
-                page.next_version_id_marker().map(String::from),
-            );
-        }
+        self.client.list_versions(prefix).await
     }
 
     /// Every object under `prefix`, by key. Keys come back raw (no `EncodingType`), so a
@@ -110,31 +67,7 @@ impl Transfer {
         &self,
         prefix: &str,
     ) -> Result<HashMap<String, ListedObject>, TransferError> {
-        let mut objects = HashMap::new();
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(prefix)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| TransferError::s3("ListObjectsV2", e))?;
-            for o in page.contents() {
-                if let Some(k) = o.key() {
-                    let listed = ListedObject {
-                        size: o.size().unwrap_or(-1),
-                        etag: strip_quotes(o.e_tag()).unwrap_or_default(),
-                        storage_class: o.storage_class().map(|c| c.as_str().to_string()),
-                        modified: o.last_modified().and_then(|t| {
-                            chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())
-                        }),
-                    };
-                    objects.insert(k.to_string(), listed);
-                }
-            }
-        }
-        Ok(objects)
+        self.client.list_objects(prefix).await
     }
 
     /// The whole-file MD5 (lowercase hex) that an object's `md5chksum` metadata records, or
@@ -152,35 +85,22 @@ impl Transfer {
         version_id: Option<&str>,
     ) -> Result<(i64, super::metadata::ReadBack), TransferError> {
         let _permit = self.permit().await;
-        let head = (self.client.head_object().bucket(&self.bucket).key(key))
-            .set_version_id(version_id.map(String::from));
-        let head = super::write::apply_sse_c!(head, &self.write)
-            .send()
-            .await
-            .map_err(|e| TransferError::s3("HeadObject", e))?;
-        let size = head.content_length().unwrap_or(-1);
-        Ok((size, super::metadata::read_back(head.metadata())))
+        let head = (self.client)
+            .head_object(key, version_id, &self.write)
+            .await?;
+        Ok((
+            head.size,
+            super::metadata::read_back(head.metadata.as_ref()),
+        ))
     }
 
     /// Whether the bucket has versioning Enabled (not Suspended, not never set).
     pub async fn versioning_enabled(&self) -> Result<bool, TransferError> {
-        let out = self
-            .client
-            .get_bucket_versioning()
-            .bucket(&self.bucket)
-            .send()
-            .await
-            .map_err(|e| TransferError::s3("GetBucketVersioning", e))?;
-        Ok(out.status() == Some(&aws_sdk_s3::types::BucketVersioningStatus::Enabled))
+        self.client.versioning_enabled().await
     }
 
     /// Whether the bucket answers a HeadBucket.
     pub async fn bucket_reachable(&self) -> bool {
-        self.client
-            .head_bucket()
-            .bucket(&self.bucket)
-            .send()
-            .await
-            .is_ok()
+        self.client.bucket_reachable().await
     }
 }
