@@ -9,7 +9,8 @@
 //! | [`model`] | `tree`, `guard`, `report` | the words: tree entries, guard outcomes, the report |
 //! | [`metrics`] | | the metric handles every layer writes to |
 //! | [`fs`] | `scan`, `hash` | the local tree: the walk, one path's inspection, the MD5 reads |
-//! | [`store`] | `read`, `write`, `multipart`, `download`, `metadata`, `bandwidth`, `error` | S3: the only holder of the client |
+//! | [`store`] | `client` (the [`store::ObjectClient`] trait), `sdk`, `memory`, `faulty`, `read`, `write`, `multipart`, `download`, `metadata`, `bandwidth`, `error` | S3: every request, behind one trait |
+//! | [`catalog`] | | the agent's handle on its rows: the multipart journal, the guards' ledger and holds |
 //! | [`policy`] | `delete_rules`, `guard`, `history` | what may happen: the delete rules, the guard session, history's keep and purge |
 //! | [`agent`] | | the wired handles a run works with ([`Agent`]) |
 //! | [`pass`] | `run`, `merge`, `file`, `record`, `delete`, `progress` | one pipeline of stages, for a full pass and for a watch batch |
@@ -29,6 +30,8 @@ pub mod metrics;
 pub mod fs;
 
 pub mod store;
+
+pub mod catalog;
 
 pub mod policy;
 

@@ -136,8 +136,8 @@ fn repo_root() -> PathBuf {
 /// The Markdown pages of `docs/`.
 fn docs_pages() -> Vec<PathBuf> {
     let mut pages: Vec<PathBuf> = std::fs::read_dir(repo_root().join("docs"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
+        .expect("docs/ is readable")
+        .map(|e| e.expect("a docs/ entry").path())
         .filter(|p| p.extension().is_some_and(|x| x == "md"))
         .collect();
     pages.sort();
@@ -168,7 +168,7 @@ fn resolve(from: &Path, target: &str) -> Result<(), String> {
     let path = if file.is_empty() {
         from.to_path_buf()
     } else {
-        from.parent().unwrap().join(file)
+        from.parent().expect("a file has a parent").join(file)
     };
     if !path.exists() {
         return Err(format!("{} does not exist", path.display()));

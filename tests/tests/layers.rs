@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 /// The agent's layers, from the bottom up. A module may import only its own layer's modules and
 /// those listed before it.
 const AGENT_LAYERS: &[&str] = &[
-    "model", "metrics", "fs", "store", "policy", "agent", "pass", "watch", "ops", "app",
+    "model", "metrics", "fs", "store", "catalog", "policy", "agent", "pass", "watch", "ops", "app",
 ];
 
 /// One source file: its path under `src/` and its text.

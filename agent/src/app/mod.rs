@@ -172,18 +172,14 @@ impl Agent {
         let metrics = AgentMetrics::register(registry)?;
         zero_known_labels(&metrics);
         let s3 = portail_core::s3::count_retries(&s3, metrics.s3_retries.clone());
-        let journal = crate::pass::record::CatalogJournal {
-            pool: pool.clone(),
-            agent_id: id,
-        };
+        let catalog = Arc::new(crate::catalog::Catalog::new(pool.clone(), id));
         let transfer =
-            build_transfer(&settings, s3, bucket, &metrics)?.with_journal(Arc::new(journal));
+            build_transfer(&settings, s3, bucket, &metrics)?.with_journal(catalog.clone());
         let history_prefix = settings.history_key_prefix();
         let history = History::resolve(settings.history, &transfer, history_prefix.clone()).await?;
         tracing::info!(history = history.label(), "history of replaced content");
         let guards = Guards::new(
-            pool.clone(),
-            id,
+            catalog,
             metrics.controls.clone(),
             settings.delete_guards(),
             settings.change_tripwire(),

@@ -10,14 +10,12 @@
 //! time): awaiting it inline stalled every upload in flight for the length of the round trip,
 //! since the uploads are only driven while the pass's loop polls them.
 //!
-//! The catalog also keeps the transfer stage's multipart journal ([`CatalogJournal`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use chrono::Utc;
-use futures::future::BoxFuture;
 use portail_core::catalog::{self, FailedFile, FileRow, PendingFile, SyncedFile};
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
@@ -28,7 +26,6 @@ use crate::model::guard::Blocked;
 use crate::model::report::{Failure, FailureKind, Stage, SyncReport};
 use crate::pass::file::{Outcome, ATTEMPTS};
 use crate::pass::progress::Progress;
-use crate::store::MultipartJournal;
 
 /// Rows per write.
 pub const BATCH: usize = 500;
@@ -375,34 +372,5 @@ impl RowBatcher {
         catalog::record_pending(&self.pool, self.agent_id, &self.pending).await?;
         self.pending.clear();
         Ok(())
-    }
-}
-
-/// The multipart journal, kept in the catalog's `multipart_uploads` table.
-#[derive(Debug, Clone)]
-pub struct CatalogJournal {
-    /// The catalog.
-    pub pool: PgPool,
-    /// Whose uploads.
-    pub agent_id: i64,
-}
-
-impl MultipartJournal for CatalogJournal {
-    fn intend<'a>(&'a self, key: &'a str) -> BoxFuture<'a, anyhow::Result<i64>> {
-        Box::pin(
-            async move { Ok(catalog::intend_multipart(&self.pool, self.agent_id, key).await?) },
-        )
-    }
-
-    fn begin<'a>(&'a self, entry: i64, upload_id: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(async move { Ok(catalog::begin_multipart(&self.pool, entry, upload_id).await?) })
-    }
-
-    fn end(&self, entry: i64) -> BoxFuture<'_, anyhow::Result<()>> {
-        Box::pin(async move { Ok(catalog::end_multipart(&self.pool, entry).await?) })
-    }
-
-    fn open(&self) -> BoxFuture<'_, anyhow::Result<Vec<catalog::OpenMultipart>>> {
-        Box::pin(async move { Ok(catalog::open_multiparts(&self.pool, self.agent_id).await?) })
     }
 }

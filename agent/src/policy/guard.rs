@@ -18,10 +18,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
 use portail_core::catalog;
 use serde_json::json;
-use sqlx::PgPool;
 
+use crate::catalog::{Catalog, GuardHold, LedgerWindow, NewHold};
 use crate::metrics::ControlMetrics;
 use crate::model::guard::{Blocked, Guard};
 use crate::policy::delete_rules::{self, DeleteContext, DeleteGuards};
@@ -45,6 +48,72 @@ impl Kind {
             Kind::Deletes => "deletes",
             Kind::Changes => "changes",
         }
+    }
+}
+
+/// Where the guards keep what survives a restart: each kind's ledger (what passed lately) and
+/// its hold. The catalog implements it ([`Catalog`]); the unit tests, a store in memory.
+pub trait GuardStore: Send + Sync + std::fmt::Debug {
+    /// The hold on `kind`, if a guard tripped.
+    fn hold(&self, kind: Kind) -> BoxFuture<'_, anyhow::Result<Option<GuardHold>>>;
+    /// What passed `kind`'s guard within `window` (not zero).
+    fn window(&self, kind: Kind, window: Duration) -> BoxFuture<'_, anyhow::Result<LedgerWindow>>;
+    /// Records that `count` files passed `kind`'s guard with `tracked` files tracked, and
+    /// forgets what is older than `window`.
+    fn record_passed(
+        &self,
+        kind: Kind,
+        count: u64,
+        tracked: u64,
+        window: Duration,
+    ) -> BoxFuture<'_, anyhow::Result<()>>;
+    /// Uses `used` of a release's allowance; `still_held` files stay held (none: the hold ends).
+    fn use_allowance(
+        &self,
+        kind: Kind,
+        used: u64,
+        still_held: u64,
+    ) -> BoxFuture<'_, anyhow::Result<()>>;
+    /// Records what a guard holds now, keeping when it began and any release.
+    fn set_hold<'a>(&'a self, hold: &'a NewHold<'a>) -> BoxFuture<'a, anyhow::Result<()>>;
+    /// How many files are tracked (`synced` rows) now.
+    fn synced_files(&self) -> BoxFuture<'_, anyhow::Result<u64>>;
+}
+
+impl GuardStore for Catalog {
+    fn hold(&self, kind: Kind) -> BoxFuture<'_, anyhow::Result<Option<GuardHold>>> {
+        Box::pin(async move { Ok(self.guard_hold(kind.label()).await?) })
+    }
+    fn window(&self, kind: Kind, window: Duration) -> BoxFuture<'_, anyhow::Result<LedgerWindow>> {
+        let secs = window.as_secs_f64();
+        Box::pin(async move { Ok(self.ledger_window(kind.label(), secs).await?) })
+    }
+    fn record_passed(
+        &self,
+        kind: Kind,
+        count: u64,
+        tracked: u64,
+        window: Duration,
+    ) -> BoxFuture<'_, anyhow::Result<()>> {
+        let (n, base, secs) = (count as i64, tracked as i64, window.as_secs_f64());
+        Box::pin(
+            async move { Ok(Catalog::record_passed(self, kind.label(), n, base, secs).await?) },
+        )
+    }
+    fn use_allowance(
+        &self,
+        kind: Kind,
+        used: u64,
+        still_held: u64,
+    ) -> BoxFuture<'_, anyhow::Result<()>> {
+        let (used, held) = (used as i64, still_held as i64);
+        Box::pin(async move { Ok(Catalog::use_allowance(self, kind.label(), used, held).await?) })
+    }
+    fn set_hold<'a>(&'a self, hold: &'a NewHold<'a>) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move { Ok(Catalog::set_hold(self, hold).await?) })
+    }
+    fn synced_files(&self) -> BoxFuture<'_, anyhow::Result<u64>> {
+        Box::pin(async move { Ok(Catalog::synced_files(self).await?.max(0) as u64) })
     }
 }
 
@@ -73,8 +142,7 @@ impl ChangeLimit {
 /// [`Guards::check_deletes`]). Nothing here calls back up into the pass.
 #[derive(Debug)]
 pub struct Guards {
-    pool: PgPool,
-    agent_id: i64,
+    store: Arc<dyn GuardStore>,
     controls: ControlMetrics,
     delete_limits: DeleteGuards,
     change_limit: ChangeLimit,
@@ -145,17 +213,15 @@ pub enum Tracked {
 }
 
 impl Guards {
-    /// Opens the guards of agent `agent_id` with these limits; nothing is held yet.
+    /// Opens the guards kept in `store` with these limits; nothing is held yet.
     pub fn new(
-        pool: PgPool,
-        agent_id: i64,
+        store: Arc<dyn GuardStore>,
         controls: ControlMetrics,
         delete_limits: DeleteGuards,
         change_limit: ChangeLimit,
     ) -> Self {
         Guards {
-            pool,
-            agent_id,
+            store,
             controls,
             delete_limits,
             change_limit,
@@ -208,7 +274,7 @@ impl Guards {
         if let Err(b) = delete_rules::check_tree(&g, ctx, plain) {
             return Ok(Err(b));
         }
-        let hold = catalog::guard_hold(&self.pool, self.agent_id, Kind::Deletes.label()).await?;
+        let hold = self.store.hold(Kind::Deletes).await?;
         let allowance = hold.as_ref().map_or(0, |h| h.allowance.max(0) as u64);
         let counted = plain.saturating_sub(allowance);
         let mut pass = DeletesPass {
@@ -219,7 +285,7 @@ impl Guards {
         if counted == 0 || !g.counts_on() {
             return Ok(Ok(pass));
         }
-        let sticky = |h: &catalog::GuardHold| {
+        let sticky = |h: &GuardHold| {
             let tripped = Guard::from_label(&h.guard).filter(|g| g.counts());
             h.allowance == 0 && tripped.is_some_and(|t| !delete_rules::raised(&g, t, h.guard_limit))
         };
@@ -253,27 +319,15 @@ impl Guards {
     pub async fn deletes_done(&self, pass: DeletesPass, paths: &[String]) -> anyhow::Result<()> {
         let window = self.delete_limits.window;
         if pass.counted > 0 && !window.is_zero() {
-            catalog::record_passed(
-                &self.pool,
-                self.agent_id,
-                Kind::Deletes.label(),
-                pass.counted as i64,
-                pass.base as i64,
-                window.as_secs_f64(),
-            )
-            .await?;
+            (self.store)
+                .record_passed(Kind::Deletes, pass.counted, pass.base, window)
+                .await?;
         }
-        let still = self.present(paths.iter().map(String::as_str)) as i64;
+        let still = self.present(paths.iter().map(String::as_str)) as u64;
         if pass.allowance_used > 0 {
-            let used = pass.allowance_used as i64;
-            catalog::use_allowance(
-                &self.pool,
-                self.agent_id,
-                Kind::Deletes.label(),
-                used,
-                still,
-            )
-            .await?;
+            (self.store)
+                .use_allowance(Kind::Deletes, pass.allowance_used, still)
+                .await?;
         }
         Ok(())
     }
@@ -296,21 +350,15 @@ impl Guards {
     }
 
     /// What passed a guard within `window` (nothing when the window is zero).
-    async fn ledger(&self, kind: Kind, window: Duration) -> sqlx::Result<catalog::LedgerWindow> {
+    async fn ledger(&self, kind: Kind, window: Duration) -> anyhow::Result<LedgerWindow> {
         if window.is_zero() {
-            return Ok(catalog::LedgerWindow {
+            return Ok(LedgerWindow {
                 passed: 0,
                 base: None,
                 oldest_secs: None,
             });
         }
-        catalog::ledger_window(
-            &self.pool,
-            self.agent_id,
-            kind.label(),
-            window.as_secs_f64(),
-        )
-        .await
+        self.store.window(kind, window).await
     }
 
     /// Loads the tripwire's state for a pass or batch: what passed within CHANGE_WINDOW, the base,
@@ -319,16 +367,12 @@ impl Guards {
         let limit = self.change_limit;
         let mut budget = ChangeBudget::default();
         if limit.max_percent < 100 {
-            let hold =
-                catalog::guard_hold(&self.pool, self.agent_id, Kind::Changes.label()).await?;
+            let hold = self.store.hold(Kind::Changes).await?;
             let w = self.ledger(Kind::Changes, limit.window).await?;
             budget.base = match (w.base, tracked) {
                 (Some(b), _) => b.max(0) as u64,
                 (None, Tracked::LastPass) => self.last_pass_tracked.load(Ordering::Relaxed),
-                (None, Tracked::Count) => {
-                    let totals = catalog::agent_totals(&self.pool, self.agent_id).await?;
-                    totals.synced_files.max(0) as u64
-                }
+                (None, Tracked::Count) => self.store.synced_files().await?,
             };
             budget.allowed = Some(limit.allowed(budget.base));
             budget.passed = w.passed.max(0) as u64;
@@ -336,7 +380,7 @@ impl Guards {
             budget.started = Some(std::time::Instant::now());
             budget.allowance = hold.as_ref().map_or(0, |h| h.allowance.max(0) as u64);
             // Sticky until released, or until MAX_CHANGE_PERCENT is raised past the tripped limit.
-            let raised = |h: &catalog::GuardHold| {
+            let raised = |h: &GuardHold| {
                 h.guard_limit
                     .is_some_and(|l| i64::from(limit.max_percent) > l)
             };
@@ -414,7 +458,7 @@ impl Guards {
             if let Err(e) = self.write_hold(Kind::Deletes, guard, deletes).await {
                 // Written next time, then.
                 self.state().written_deletes = None;
-                return Err(e.into());
+                return Err(e);
             }
         }
         let Some(b) = budget else {
@@ -422,15 +466,14 @@ impl Guards {
         };
         let limit = self.change_limit;
         if b.admitted > 0 {
-            let (n, base) = (b.admitted as i64, b.base as i64);
-            let secs = limit.window.as_secs_f64();
-            let kind = Kind::Changes.label();
-            catalog::record_passed(&self.pool, self.agent_id, kind, n, base, secs).await?;
+            (self.store)
+                .record_passed(Kind::Changes, b.admitted, b.base, limit.window)
+                .await?;
         }
         if b.allowance_used > 0 {
-            let (used, held) = (b.allowance_used as i64, changes.0 as i64);
-            let kind = Kind::Changes.label();
-            catalog::use_allowance(&self.pool, self.agent_id, kind, used, held).await?;
+            (self.store)
+                .use_allowance(Kind::Changes, b.allowance_used, changes.0 as u64)
+                .await?;
         }
         if b.tripped || changes.0 > 0 {
             let guard = ("max_change_percent", Some(i64::from(limit.max_percent)));
@@ -445,18 +488,18 @@ impl Guards {
         kind: Kind,
         (guard, guard_limit): (&str, Option<i64>),
         (held, sample): (usize, Vec<String>),
-    ) -> sqlx::Result<()> {
+    ) -> anyhow::Result<()> {
         if held == 0 {
-            return catalog::use_allowance(&self.pool, self.agent_id, kind.label(), 0, 0).await;
+            return self.store.use_allowance(kind, 0, 0).await;
         }
-        let hold = catalog::NewHold {
+        let hold = NewHold {
             kind: kind.label(),
             guard,
             guard_limit,
             held: held as i64,
             sample: &sample,
         };
-        catalog::set_hold(&self.pool, self.agent_id, &hold).await
+        self.store.set_hold(&hold).await
     }
 }
 
@@ -485,6 +528,10 @@ pub async fn release(pool: &sqlx::PgPool, agent_name: &str, kind: Kind) -> anyho
         },
     )
 }
+
+#[cfg(test)]
+#[path = "guard_tests.rs"]
+mod memory_tests;
 
 #[cfg(test)]
 mod tests {

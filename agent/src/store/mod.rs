@@ -88,7 +88,7 @@ impl TransferConfig {
 }
 
 /// Where multipart uploads in flight are recorded, so that a crash never leaves one behind.
-/// The catalog implements it (`crate::pass::record::CatalogJournal`); transfer runs no SQL.
+/// The catalog handle implements it ([`crate::catalog::Catalog`]); the store runs no SQL.
 pub trait MultipartJournal: Send + Sync + std::fmt::Debug {
     /// Records the intent to create an upload for `key`, before CreateMultipartUpload is sent,
     /// so a crash while that call is in flight leaves a trace. Returns the entry's id.
