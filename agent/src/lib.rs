@@ -13,8 +13,8 @@
 //! | [`catalog`] | | the agent's handle on its rows: the multipart journal, the guards' ledger and holds |
 //! | [`policy`] | `delete_rules`, `guard`, `history` | what may happen: the delete rules, the guard session, history's keep and purge |
 //! | [`agent`] | | the wired handles a run works with ([`Agent`]) |
-//! | [`pass`] | `run`, `merge`, `file`, `record`, `delete`, `progress` | one pipeline of stages, for a full pass and for a watch batch |
-//! | [`watch`] | | events, scheduling and the loop of watch mode |
+//! | [`pass`] | `run` (the one entry, [`pass::run::sync`]), `batch`, `merge`, `jobs`, `file`, `record`, `delete`, `progress` | one pipeline of stages, for a full pass and for a watch batch |
+//! | [`watch`] | `events`, `schedule`, `release` | watch mode: what the file system says, when a path is due, an operator's release, and the loop |
 //! | [`ops`] | `verify`, `restore`, `recover`, `source` | the operations beside the pass |
 //! | [`app`] | `config`, `cli`, `health` | the only reader of the configuration, and the wiring ([`Agent::start`]) |
 //!

@@ -207,6 +207,41 @@ pub async fn from_bucket(
     let mut by_path =
         crate::ops::recover::bucket_versions(transfer, prefix, history_dir, versioned).await?;
     crate::ops::recover::refine(transfer, &mut by_path, Some(opts.at), opts.concurrency).await;
+    refuse_what_the_bucket_lacks(&by_path, prefix, opts)?;
+    let selected = crate::ops::recover::as_of(&by_path, opts.at, &opts.paths);
+    drop(by_path);
+    let (mut report, progress) = (RestoreReport::default(), Counter::default());
+    for chunk in selected.chunks(PAGE as usize) {
+        let described: Vec<_> = stream::iter(chunk)
+            .map(|v| async move {
+                (
+                    v.path.clone(),
+                    crate::ops::recover::describe(transfer, v).await,
+                )
+            })
+            .buffer_unordered(opts.concurrency.max(1))
+            .collect()
+            .await;
+        let mut sources = Vec::with_capacity(described.len());
+        for (path, d) in described {
+            match d {
+                Ok(src) => sources.push(src),
+                Err(reason) => report.failed.push(format!("{path}: {reason}")),
+            }
+        }
+        restore_all(transfer, sources.into_iter(), opts, &mut report, &progress).await;
+    }
+    make_durable(&opts.to, &mut report).await;
+    Ok(report)
+}
+
+/// Refuses, before anything is written, a restore the bucket cannot serve: nothing under the
+/// prefix, `--at` before the oldest object, or a path never stored.
+fn refuse_what_the_bucket_lacks(
+    by_path: &std::collections::BTreeMap<String, Vec<crate::ops::recover::BucketVersion>>,
+    prefix: &str,
+    opts: &RestoreOptions,
+) -> anyhow::Result<()> {
     let first = by_path.values().flatten().map(|v| v.valid_from).min();
     let refuse = |var: &str, reason: String| ConfigError::Invalid {
         var: var.into(),
@@ -237,31 +272,7 @@ pub async fn from_bucket(
             format!("no object was ever stored at {p:?}, nor below it")
         ));
     }
-    let selected = crate::ops::recover::as_of(&by_path, opts.at, &opts.paths);
-    drop(by_path);
-    let (mut report, progress) = (RestoreReport::default(), Counter::default());
-    for chunk in selected.chunks(PAGE as usize) {
-        let described: Vec<_> = stream::iter(chunk)
-            .map(|v| async move {
-                (
-                    v.path.clone(),
-                    crate::ops::recover::describe(transfer, v).await,
-                )
-            })
-            .buffer_unordered(opts.concurrency.max(1))
-            .collect()
-            .await;
-        let mut sources = Vec::with_capacity(described.len());
-        for (path, d) in described {
-            match d {
-                Ok(src) => sources.push(src),
-                Err(reason) => report.failed.push(format!("{path}: {reason}")),
-            }
-        }
-        restore_all(transfer, sources.into_iter(), opts, &mut report, &progress).await;
-    }
-    make_durable(&opts.to, &mut report).await;
-    Ok(report)
+    Ok(())
 }
 
 /// Flushes the target's file system once (`sync -f`, i.e. syncfs), so that when a restore

@@ -304,6 +304,43 @@ impl FileJob<'_> {
         }
     }
 
+    /// The event a stored file gets: uploaded (first content), updated, or renamed; its
+    /// details; and the rename's source path.
+    fn event(
+        &self,
+        decision: &Decision,
+        hashed: &Hashed,
+        md5: &str,
+        stored: &Option<Stored>,
+    ) -> (EventKind, serde_json::Value, Option<String>) {
+        let size = hashed.meta.size;
+        let first = (self.work.previous.as_ref()).is_none_or(|p| p.status == FileStatus::Deleted);
+        match decision {
+            Decision::MetadataOnly => (
+                EventKind::Updated,
+                json!({"metadata_only": true, "size": size}),
+                None,
+            ),
+            Decision::Copy { from } => (
+                EventKind::Renamed,
+                json!({"from": from.path, "md5": md5}),
+                Some(from.path.clone()),
+            ),
+            Decision::Upload => {
+                let kind = if first {
+                    EventKind::Uploaded
+                } else {
+                    EventKind::Updated
+                };
+                let etag = stored.as_ref().and_then(|s| s.etag.clone());
+                let multipart = stored.as_ref().is_some_and(|s| s.multipart);
+                let busy = self.mode == ReadMode::Busy;
+                let details = json!({"size": size, "md5": md5, "etag": etag, "multipart": multipart, "busy": busy});
+                (kind, details, None)
+            }
+        }
+    }
+
     /// Step 5: the catalog row and event for what was stored.
     fn row(
         &self,
@@ -313,32 +350,7 @@ impl FileJob<'_> {
         stored: Option<Stored>,
     ) -> Outcome {
         let meta = hashed.meta;
-        let first = self
-            .work
-            .previous
-            .as_ref()
-            .is_none_or(|p| p.status == FileStatus::Deleted);
-        let (event, details, renamed_from) = match &decision {
-            Decision::MetadataOnly => (
-                EventKind::Updated,
-                json!({"metadata_only": true, "size": meta.size}),
-                None,
-            ),
-            Decision::Copy { from } => (
-                EventKind::Renamed,
-                json!({"from": from.path, "md5": md5}),
-                Some(from.path.clone()),
-            ),
-            Decision::Upload => (
-                if first {
-                    EventKind::Uploaded
-                } else {
-                    EventKind::Updated
-                },
-                json!({"size": meta.size, "md5": md5, "etag": stored.as_ref().and_then(|s| s.etag.clone()), "multipart": stored.as_ref().is_some_and(|s| s.multipart), "busy": self.mode == ReadMode::Busy}),
-                None,
-            ),
-        };
+        let (event, details, renamed_from) = self.event(&decision, hashed, &md5, &stored);
         // Written now: as the write options say. Metadata only: as it was.
         let (encryption, storage_class) = match (&stored, &self.work.previous) {
             (Some(_), _) => (

@@ -157,6 +157,8 @@ pub async fn shared_history_key(pool: &PgPool, v: &VersionRow) -> sqlx::Result<O
 /// Writes versions read back from the bucket into an empty catalog (`rebuild-catalog`): each
 /// path's `files` row (with `status`: `synced` for current objects, `deleted` for a path that
 /// only has history; an existing row is kept), and one version per entry.
+// Long by design: one statement (unnest, then files, then file_versions, as CTEs) whose SQL
+// is most of its length; a split would need a transaction around what one statement does.
 pub async fn record_rebuilt(
     pool: &PgPool,
     agent_id: i64,

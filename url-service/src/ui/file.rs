@@ -40,6 +40,7 @@ pub async fn page(
 }
 
 /// The file page, with a link just created (its URL is shown only then).
+// Long by design: one page's markup (maud), read top to bottom as the page shows.
 async fn render(
     state: &AppState,
     viewer: &Viewer,
