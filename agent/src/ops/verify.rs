@@ -14,6 +14,7 @@ use portail_core::catalog::{self, FileRow, FileStatus};
 
 use crate::agent::Agent;
 use crate::fs::scan;
+use crate::model::row::is_tracked;
 use crate::model::tree::LocalFile;
 use crate::pass::merge::{self, Entry};
 use crate::policy::delete_rules::DeleteMode;
@@ -90,10 +91,7 @@ pub async fn verify(agent: &Agent) -> anyhow::Result<VerifyReport> {
         .list_objects(&agent.prefix)
         .await
         .context("listing the bucket")?;
-    let synced: Vec<&FileRow> = rows
-        .iter()
-        .filter(|r| r.status == FileStatus::Synced)
-        .collect();
+    let synced: Vec<&FileRow> = rows.iter().filter(|r| is_tracked(r)).collect();
     report.checked = synced.len() as u64;
     report.archived = synced
         .iter()
@@ -132,7 +130,7 @@ async fn tree_drift(
     for entry in merge::merge_all(scanned.files, rows, PAGE).await? {
         drift.push(match entry {
             Entry::Unchanged(_) => continue,
-            Entry::Work(w) => match w.previous.filter(|r| r.status == FileStatus::Synced) {
+            Entry::Work(w) => match w.previous.filter(is_tracked) {
                 Some(row) if only_grew(agent, &w.local, &row).await => {
                     grown.push(w.local.path);
                     continue;

@@ -19,7 +19,7 @@ use crate::agent::Agent;
 use crate::metrics::HistoryMetrics;
 use crate::pass::record::Recorder;
 use crate::policy::delete_rules::{DeleteContext, DeleteMode};
-use crate::policy::history::{self, History};
+use crate::policy::history::History;
 use crate::store::Transfer;
 
 /// Deletes (or, with DELETE_MODE=keep, only marks) the rows whose file is gone, if the guards
@@ -113,7 +113,7 @@ impl Objects<'_> {
     async fn keep_history(&self, rows: &[FileRow]) -> (ByKey, ByKey) {
         let copies = rows
             .iter()
-            .filter(|r| history::holds_version(r, &r.s3_key))
+            .filter(|r| crate::model::row::holds_version(r, &r.s3_key))
             .map(|r| async move {
                 let kept = self.history.keep(self.store, self.metrics, r).await;
                 (r.s3_key.clone(), kept)

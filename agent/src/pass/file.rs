@@ -20,9 +20,9 @@ use serde_json::json;
 use crate::agent::Agent;
 use crate::fs::hash::{self, HashError, Hashed};
 use crate::model::report::{Failure, FailureKind, Stage};
+use crate::model::row::{is_tracked, vouched_md5};
 use crate::model::tree::FileMeta;
 use crate::pass::merge::Work;
-use crate::policy::history;
 use crate::store::{content_type_for, ObjectInfo, Posix, Stored, TransferError};
 
 /// Files up to this size are read into memory once, hashed and uploaded from that buffer.
@@ -51,10 +51,10 @@ pub type RenameSources = HashMap<(i64, String), FileRow>;
 /// is known to hold that content (`synced`) can be copy sources.
 pub fn rename_sources(gone: &[FileRow]) -> RenameSources {
     let mut index = HashMap::new();
-    for row in gone.iter().filter(|r| r.status == FileStatus::Synced) {
-        if let Some(md5) = &row.md5 {
+    for row in gone {
+        if let Some(md5) = vouched_md5(row, &row.s3_key) {
             index
-                .entry((row.size_bytes, md5.clone()))
+                .entry((row.size_bytes, md5.to_string()))
                 .or_insert_with(|| row.clone());
         }
     }
@@ -64,9 +64,7 @@ pub fn rename_sources(gone: &[FileRow]) -> RenameSources {
 /// Picks the action for a hashed file.
 pub fn decide(work: &Work, md5_hex: &str, sources: &RenameSources) -> Decision {
     if let Some(prev) = &work.previous {
-        if prev.status == FileStatus::Synced
-            && prev.md5.as_deref() == Some(md5_hex)
-            && prev.s3_key == work.local.key
+        if vouched_md5(prev, &work.local.key) == Some(md5_hex)
             && prev.size_bytes == work.local.meta.size as i64
         {
             return Decision::MetadataOnly;
@@ -206,8 +204,7 @@ impl FileJob<'_> {
 
     /// Whether this is a tracked file whose content changed: what the tripwire counts.
     fn content_changed(&self, decision: &Decision, md5_hex: &str) -> bool {
-        let synced = |r: &&FileRow| r.status == FileStatus::Synced;
-        match self.work.previous.as_ref().filter(synced) {
+        match self.work.previous.as_ref().filter(|r| is_tracked(r)) {
             Some(prev) => {
                 !matches!(decision, Decision::MetadataOnly) && prev.md5.as_deref() != Some(md5_hex)
             }
@@ -250,7 +247,7 @@ impl FileJob<'_> {
             .work
             .previous
             .as_ref()
-            .filter(|p| history::holds_version(p, key));
+            .filter(|p| crate::model::row::holds_version(p, key));
         if let (Some(prev), false, None) = (
             replaces,
             *decision == Decision::MetadataOnly,

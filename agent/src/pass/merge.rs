@@ -41,9 +41,7 @@ pub enum Entry {
 
 /// Whether a synced row still describes the local file without reading it.
 pub fn is_unchanged(local: &LocalFile, row: &FileRow) -> bool {
-    row.status == FileStatus::Synced
-        && row.md5.is_some()
-        && row.s3_key == local.key
+    crate::model::row::vouched_md5(row, &local.key).is_some()
         && row.size_bytes == local.meta.size as i64
         && row.mtime == local.meta.mtime
         && row.inode.is_none_or(|i| i == local.meta.inode)

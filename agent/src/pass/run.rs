@@ -22,7 +22,7 @@ use std::time::Instant;
 use anyhow::Context;
 use chrono::Utc;
 use futures::stream;
-use portail_core::catalog::{self, FileRow, FileStatus};
+use portail_core::catalog::{self, FileRow};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
@@ -222,7 +222,7 @@ async fn merge_tree(
         let ctx = &mut m.delete_context;
         let w = match entry {
             Entry::Gone(row) => {
-                ctx.tracked += u64::from(is_synced(&row));
+                ctx.tracked += u64::from(crate::model::row::is_tracked(&row));
                 m.gone.push(row);
                 continue;
             }
@@ -235,7 +235,11 @@ async fn merge_tree(
             }
             Entry::Work(w) => w,
         };
-        ctx.tracked += u64::from(w.previous.as_ref().is_some_and(is_synced));
+        ctx.tracked += u64::from(
+            w.previous
+                .as_ref()
+                .is_some_and(crate::model::row::is_tracked),
+        );
         ctx.local_files += 1;
         progress.scanned.fetch_add(1, Ordering::Relaxed);
         if opts.dry_run {
@@ -249,15 +253,11 @@ async fn merge_tree(
     Ok(m)
 }
 
-fn is_synced(row: &FileRow) -> bool {
-    row.status == FileStatus::Synced
-}
-
 /// One line of `--dry-run` output.
 fn describe(w: &Work) -> String {
     let why = match &w.previous {
         None => "new",
-        Some(r) if is_synced(r) => "changed",
+        Some(r) if crate::model::row::is_tracked(r) => "changed",
         Some(_) => "not yet synced",
     };
     format!("read  {} ({why}) -> {}", w.local.path, w.local.key)

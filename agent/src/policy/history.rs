@@ -12,7 +12,7 @@
 //! bucket keeps the old bytes itself and the catalog records each upload's VersionId.
 
 use chrono::{DateTime, Utc};
-use portail_core::catalog::{self, FileRow, FileStatus, VersionRow};
+use portail_core::catalog::{self, FileRow, VersionRow};
 
 use portail_core::config::ConfigError;
 use serde::Deserialize;
@@ -108,14 +108,6 @@ impl History {
         let t = chrono::NaiveDateTime::parse_from_str(stamp, STAMP).ok()?;
         (!path.is_empty()).then(|| (path.to_string(), t.and_utc()))
     }
-}
-
-/// Whether the object at `key` holds content a version of `row` vouches for, so that writing
-/// over it (or deleting it) ends that version.
-pub fn holds_version(row: &FileRow, key: &str) -> bool {
-    matches!(row.status, FileStatus::Synced | FileStatus::Error)
-        && row.md5.is_some()
-        && row.s3_key == key
 }
 
 impl History {
@@ -304,7 +296,7 @@ mod tests {
             md5: Some(hex::encode(md5::Md5::digest(b"old"))),
             etag: None,
             content_type: None,
-            status: FileStatus::Synced,
+            status: portail_core::catalog::FileStatus::Synced,
             last_error: None,
             synced_at: Some(since),
             deleted_at: None,
