@@ -10,8 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::PgPool;
-
+use crate::catalog::Catalog;
 use crate::fs::scan::Excludes;
 use crate::metrics::AgentMetrics;
 use crate::policy::delete_rules::DeleteMode;
@@ -32,8 +31,8 @@ pub struct Agent {
     pub prefix: String,
     /// Where history copies live: S3_PREFIX + HISTORY_PREFIX, built once.
     pub history_prefix: String,
-    /// The catalog pool.
-    pub pool: PgPool,
+    /// The agent's rows: the only way down to the catalog.
+    pub catalog: Arc<Catalog>,
     /// The S3 side: the only holder of the S3 client.
     pub transfer: Transfer,
     /// Metric handles.
@@ -91,8 +90,7 @@ impl Agent {
     /// The purge of this agent's expired history (`history --purge`, and hourly in watch mode).
     pub fn purger(&self) -> Purger {
         Purger {
-            pool: self.pool.clone(),
-            agent_id: self.id,
+            catalog: self.catalog.clone(),
             store: self.transfer.clone(),
             retention: self.options.history_retention,
             metrics: self.metrics.history.clone(),

@@ -10,7 +10,7 @@
 //! | [`metrics`] | | the metric handles every layer writes to |
 //! | [`fs`] | `scan`, `hash` | the local tree: the walk, one path's inspection, the MD5 reads |
 //! | [`store`] | `client` (the [`store::ObjectClient`] trait), `sdk`, `memory`, `faulty`, `read`, `write`, `multipart`, `download`, `metadata`, `bandwidth`, `error` | S3: every request, behind one trait |
-//! | [`catalog`] | | the agent's handle on its rows: the multipart journal, the guards' ledger and holds |
+//! | [`catalog`] | | the agent's handle on its rows ([`catalog::Catalog`]): below the app, the only caller of `portail_core::catalog`; it is the pass's row source, the store's multipart journal and the guards' store |
 //! | [`policy`] | `delete_rules`, `guard`, `history` | what may happen: the delete rules, the guard session, history's keep and purge |
 //! | [`agent`] | | the wired handles a run works with ([`Agent`]) |
 //! | [`pass`] | `run` (the one entry, [`pass::run::sync`]), `batch`, `merge`, `jobs`, `file`, `record`, `delete`, `progress` | one pipeline of stages, for a full pass and for a watch batch |

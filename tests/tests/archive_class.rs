@@ -37,8 +37,7 @@ async fn verify_lists_archived_objects_apart_from_drift() {
     // and nothing is written under its name.
     let dir = tempfile::tempdir().expect("tempdir");
     let r = portail_agent::ops::restore::Restore {
-        pool: &env.db.pool,
-        agent_id: agent.id,
+        catalog: &agent.catalog,
         transfer: &agent.transfer,
         sync_root: env.root.path(),
     }

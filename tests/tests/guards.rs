@@ -254,7 +254,7 @@ async fn passes_count_deletes_over_the_window_and_a_tripped_guard_holds_until_re
         plan.planned
     );
 
-    let said = portail_agent::policy::guard::release(
+    let said = portail_agent::app::release(
         &env.db.pool,
         "passes",
         portail_agent::policy::guard::Kind::Deletes,

@@ -270,3 +270,63 @@ fn a_planted_upward_import_and_a_planted_cycle_are_caught() {
     assert!(g["c"].is_empty(), "a test module's imports do not count");
     assert_eq!(cycles(&g), vec!["a <-> b".to_string()]);
 }
+
+/// The modules of the agent, other than `catalog` and `app` (which builds the handle), that
+/// call a function of `portail_core::catalog`: the layers below the app reach the catalog only
+/// through `crate::catalog::Catalog`. Its types (`FileRow` and the like) are shared words.
+fn direct_catalog_calls(files: &[Source]) -> Vec<String> {
+    let mut found = Vec::new();
+    for f in files {
+        let top = module_of(&f.rel, 1);
+        if matches!(top.as_deref(), Some("catalog" | "app") | None) {
+            continue;
+        }
+        let code: String = code(&f.text).split_whitespace().collect();
+        let imports_module = code.contains("useportail_core::catalog;")
+            || code.contains("useportail_core::catalog::{self");
+        let calls = code.match_indices("catalog::").any(|(i, _)| {
+            let rest = &code[i + "catalog::".len()..];
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            let qualified = code[..i].ends_with("portail_core::");
+            let is_fn = name.starts_with(|c: char| c.is_ascii_lowercase())
+                && rest[name.len()..].starts_with('(');
+            is_fn && (qualified || imports_module)
+        });
+        if calls {
+            found.push(f.rel.display().to_string());
+        }
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn below_the_app_only_the_catalog_handle_calls_the_catalog() {
+    let files = sources("agent");
+    assert_eq!(direct_catalog_calls(&files), Vec::<String>::new());
+    // A planted direct call is caught, through the module or fully qualified.
+    let mut planted = sources("agent");
+    let run = planted
+        .iter_mut()
+        .find(|f| f.rel == Path::new("pass/run.rs"))
+        .expect("pass/run.rs");
+    run.text = format!(
+        "use portail_core::catalog;\nfn f() {{ catalog::ping(&pool); }}\n{}",
+        run.text
+    );
+    let verify = planted
+        .iter_mut()
+        .find(|f| f.rel == Path::new("ops/verify.rs"))
+        .expect("ops/verify.rs");
+    verify.text = format!(
+        "fn g() {{ portail_core::catalog::files_of_agent(&pool, 1); }}\n{}",
+        verify.text
+    );
+    assert_eq!(
+        direct_catalog_calls(&planted),
+        vec!["ops/verify.rs".to_string(), "pass/run.rs".to_string()]
+    );
+}

@@ -58,8 +58,7 @@ fn options(to: &Path, at: DateTime<Utc>) -> RestoreOptions {
 
 async fn restore(env: &TestEnv, agent: &Agent, opts: &RestoreOptions) -> RestoreReport {
     Restore {
-        pool: &env.db.pool,
-        agent_id: agent.id,
+        catalog: &agent.catalog,
         transfer: &agent.transfer,
         sync_root: env.root.path(),
     }
@@ -341,8 +340,7 @@ async fn restore_resumes_refuses_conflicts_and_reports_missing_history() {
     // Bad requests are refused up front, with what is wrong.
     let bad = |e: anyhow::Error| format!("{e:#}");
     let restorer = Restore {
-        pool: &env.db.pool,
-        agent_id: agent.id,
+        catalog: &agent.catalog,
         transfer: &agent.transfer,
         sync_root: env.root.path(),
     };

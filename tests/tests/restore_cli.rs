@@ -154,8 +154,7 @@ async fn a_full_disk_fails_cleanly_and_leaves_no_half_written_file() {
         "this test mounts a small tmpfs, which needs root"
     );
     let r = Restore {
-        pool: &env.db.pool,
-        agent_id: agent.id,
+        catalog: &agent.catalog,
         transfer: &agent.transfer,
         sync_root: env.root.path(),
     }

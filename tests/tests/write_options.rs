@@ -201,8 +201,7 @@ async fn sse_c_sends_its_key_with_every_write_part_and_head() {
     // A restore reads with the same key (issue 13).
     let dir = tempfile::tempdir().unwrap();
     let restored = portail_agent::ops::restore::Restore {
-        pool: &env.db.pool,
-        agent_id: agent.id,
+        catalog: &agent.catalog,
         transfer: &agent.transfer,
         sync_root: env.root.path(),
     }

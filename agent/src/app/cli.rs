@@ -194,10 +194,7 @@ async fn watch(cfg: AgentConfig) -> anyhow::Result<u8> {
 async fn release(cfg: AgentConfig, kind: crate::policy::guard::Kind) -> anyhow::Result<u8> {
     let pool = portail_core::catalog::connect(&cfg.db).await?;
     let name = cfg.agent.agent_name();
-    println!(
-        "{}",
-        crate::policy::guard::release(&pool, &name, kind).await?
-    );
+    println!("{}", super::release(&pool, &name, kind).await?);
     Ok(EXIT_OK)
 }
 
@@ -242,9 +239,9 @@ async fn restore(mut cfg: AgentConfig, args: RestoreArgs) -> anyhow::Result<u8> 
     } else {
         let pool = portail_core::catalog::connect(&cfg.db).await?;
         portail_core::catalog::migrate(&pool).await?;
+        let catalog = super::catalog_of(&pool, &cfg.agent.agent_name()).await?;
         let restore = crate::ops::restore::Restore {
-            agent_id: crate::ops::restore::agent_id(&pool, &cfg.agent.agent_name()).await?,
-            pool: &pool,
+            catalog: &catalog,
             transfer: &transfer,
             sync_root: &cfg.agent.sync_root,
         };
@@ -286,9 +283,9 @@ async fn history(cfg: AgentConfig, args: HistoryArgs) -> anyhow::Result<u8> {
         });
     };
     let pool = portail_core::catalog::connect(&cfg.db).await?;
-    let agent_id = crate::ops::restore::agent_id(&pool, &cfg.agent.agent_name()).await?;
+    let catalog = super::catalog_of(&pool, &cfg.agent.agent_name()).await?;
     let path = path.trim_matches('/');
-    let versions = portail_core::catalog::versions_of_path(&pool, agent_id, path).await?;
+    let versions = catalog.versions_of_path(path).await?;
     if versions.is_empty() {
         eprintln!("history: no version of {path:?} was ever recorded");
         return Ok(EXIT_INCOMPLETE);

@@ -31,7 +31,7 @@ pub fn router(
                 let agent = agent.clone();
                 let watch = watch.clone();
                 async move {
-                    let db = portail_core::catalog::ping(&agent.pool).await.is_ok();
+                    let db = agent.catalog.ping().await.is_ok();
                     let s3 = agent.transfer.bucket_reachable().await;
                     let watcher = watch
                         .get()

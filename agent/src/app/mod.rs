@@ -20,7 +20,7 @@ use crate::fs::hash::HashError;
 use crate::fs::scan::Excludes;
 use crate::metrics::AgentMetrics;
 use crate::model::report::{FailureKind, Stage};
-use crate::policy::guard::Guards;
+use crate::policy::guard::{Guards, Kind};
 use crate::policy::history::History;
 use crate::store::{self, Transfer};
 use config::{AgentConfig, AgentSettings};
@@ -179,7 +179,7 @@ impl Agent {
         let history = History::resolve(settings.history, &transfer, history_prefix.clone()).await?;
         tracing::info!(history = history.label(), "history of replaced content");
         let guards = Guards::new(
-            catalog,
+            catalog.clone(),
             metrics.controls.clone(),
             settings.delete_guards(),
             settings.change_tripwire(),
@@ -191,7 +191,7 @@ impl Agent {
             root: settings.sync_root.clone(),
             prefix,
             history_prefix,
-            pool,
+            catalog,
             transfer,
             metrics,
             excludes,
@@ -200,4 +200,39 @@ impl Agent {
             options: options(&settings),
         })
     }
+}
+
+/// The catalog handle of the agent named `name` (AGENT_ID), which must exist: for the commands
+/// that need no running agent (restore, history).
+pub async fn catalog_of(pool: &PgPool, name: &str) -> anyhow::Result<crate::catalog::Catalog> {
+    let id = portail_core::catalog::agent_id_by_name(pool, name)
+        .await?
+        .with_context(|| format!("no agent named {name:?} in the catalog (AGENT_ID)"))?;
+    Ok(crate::catalog::Catalog::new(pool.clone(), id))
+}
+
+/// Releases what `kind`'s guard holds for this agent (the CLI's `release-*`): prints what was
+/// released, or that nothing was held.
+pub async fn release(pool: &PgPool, agent_name: &str, kind: Kind) -> anyhow::Result<String> {
+    // Who released it, for the record: the login, else the uid (a container has no USER).
+    let uid = || {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self").map_or("unknown".into(), |m| format!("uid {}", m.uid()))
+    };
+    let by = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| uid());
+    Ok(
+        match portail_core::catalog::release_hold(pool, agent_name, kind.label(), &by).await? {
+            Some(h) => format!(
+                "released {} held {} of agent {agent_name} (guard {}, held since {}; first: {}). The agent lets them through within seconds in watch mode, or at its next pass; the window starts afresh",
+                h.held,
+                kind.label(),
+                h.guard,
+                h.held_since,
+                h.sample.join(", ")
+            ),
+            None => format!("agent {agent_name} holds no {}", kind.label()),
+        },
+    )
 }

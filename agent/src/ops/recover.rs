@@ -16,9 +16,9 @@
 
 use std::collections::BTreeMap;
 
+use crate::catalog::RebuiltVersion;
 use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
-use portail_core::catalog::{self, RebuiltVersion};
 
 use crate::ops::source::Source;
 use crate::policy::history::History;
@@ -256,7 +256,7 @@ pub struct Rebuilt {
 /// Recreates an agent's rows from the bucket. Refused if the agent has rows: it is for a
 /// catalog that was lost, not one to merge into.
 pub async fn rebuild(agent: &crate::agent::Agent) -> anyhow::Result<Rebuilt> {
-    let existing = catalog::files_page(&agent.pool, agent.id, None, 1).await?;
+    let existing = agent.catalog.files_page(None, 1).await?;
     if !existing.is_empty() {
         anyhow::bail!(portail_core::config::ConfigError::Invalid {
             var: "AGENT_ID".into(),
@@ -287,7 +287,7 @@ pub async fn rebuild(agent: &crate::agent::Agent) -> anyhow::Result<Rebuilt> {
                 .into_iter()
                 .map(|(v, src)| rebuilt_row(&agent.prefix, v, src))
                 .collect();
-            let n = catalog::record_rebuilt(&agent.pool, agent.id, status, &rows).await?;
+            let n = agent.catalog.record_rebuilt(status, &rows).await?;
             match status {
                 "synced" => done.files += n,
                 _ => done.past_versions += n,

@@ -14,10 +14,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use anyhow::Context;
+use crate::catalog::{Catalog, VersionQuery, VersionRow};
 use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
-use portail_core::catalog::{self, VersionQuery, VersionRow};
 use portail_core::config::ConfigError;
 
 use crate::ops::source::Source;
@@ -104,10 +103,8 @@ pub fn parse_at(s: &str) -> Result<DateTime<Utc>, String> {
 /// A restore from the catalog.
 #[derive(Debug, Clone)]
 pub struct Restore<'a> {
-    /// The catalog.
-    pub pool: &'a sqlx::PgPool,
-    /// The agent whose tree is restored.
-    pub agent_id: i64,
+    /// The catalog of the agent whose tree is restored.
+    pub catalog: &'a Catalog,
     /// The S3 side (SSE-C key and BWLIMIT included).
     pub transfer: &'a Transfer,
     /// SYNC_ROOT, never written without `--in-place`.
@@ -124,13 +121,13 @@ impl Restore<'_> {
         let progress = Counter::default();
         loop {
             let q = VersionQuery {
-                agent_id: self.agent_id,
+                agent_id: self.catalog.agent_id(),
                 at: opts.at,
                 paths: &opts.paths,
                 after_path: after.as_deref(),
                 limit: PAGE,
             };
-            let page = catalog::versions_at(self.pool, &q).await?;
+            let page = self.catalog.versions_at(&q).await?;
             let Some(last) = page.last() else { break };
             after = Some(last.path.clone());
             let mut sources = Vec::with_capacity(page.len());
@@ -155,14 +152,14 @@ impl Restore<'_> {
     /// never changed since, the object itself; the MD5 check tells).
     async fn source(&self, mut v: VersionRow) -> anyhow::Result<Source> {
         if v.valid_to.is_some() && v.history_key.is_none() && v.version_id.is_none() {
-            v.history_key = catalog::shared_history_key(self.pool, &v).await?;
+            v.history_key = self.catalog.shared_history_key(&v).await?;
         }
         Ok(Source::from(v))
     }
 
     /// `--at` before the first sync, and paths that never existed, are refused up front.
     async fn check_request(&self, opts: &RestoreOptions) -> anyhow::Result<()> {
-        let first = catalog::first_version_at(self.pool, self.agent_id).await?;
+        let first = self.catalog.first_version_at().await?;
         let refuse = |reason: String| ConfigError::Invalid {
             var: "--at".into(),
             reason,
@@ -179,7 +176,7 @@ impl Restore<'_> {
             Some(_) => {}
         }
         for p in &opts.paths {
-            if !catalog::path_ever_existed(self.pool, self.agent_id, p).await? {
+            if !self.catalog.path_ever_existed(p).await? {
                 return Err(ConfigError::Invalid {
                     var: "PATH".into(),
                     reason: format!("no file was ever synced at {p:?}, nor below it"),
@@ -521,13 +518,6 @@ async fn finish(src: &Source, temp: &Path, dest: &Path) -> Result<(), String> {
     .await
     .map_err(|e| e.to_string())?
     .map_err(|e| format!("cannot finish {}: {e}", dest.display()))
-}
-
-/// The agent's row id by name (AGENT_ID), which must exist.
-pub async fn agent_id(pool: &sqlx::PgPool, name: &str) -> anyhow::Result<i64> {
-    catalog::agent_id_by_name(pool, name)
-        .await?
-        .with_context(|| format!("no agent named {name:?} in the catalog (AGENT_ID)"))
 }
 
 #[cfg(test)]

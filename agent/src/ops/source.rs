@@ -3,8 +3,8 @@
 //!
 //! In: a catalog version row, or what recover read from the bucket. Out: a [`Source`].
 
+use crate::catalog::VersionRow;
 use chrono::{DateTime, Utc};
-use portail_core::catalog::VersionRow;
 
 /// One file to write: where its bytes are and what they must be.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,9 +8,9 @@
 
 use std::collections::HashMap;
 
+use crate::catalog::{FileRow, FileStatus};
 use anyhow::Context;
 use futures::stream::{self, StreamExt};
-use portail_core::catalog::{self, FileRow, FileStatus};
 
 use crate::agent::Agent;
 use crate::fs::scan;
@@ -76,7 +76,9 @@ pub struct VerifyReport {
 
 /// Compares the tree, the catalog and S3.
 pub async fn verify(agent: &Agent) -> anyhow::Result<VerifyReport> {
-    let rows = catalog::files_of_agent(&agent.pool, agent.id)
+    let rows = agent
+        .catalog
+        .all_files()
         .await
         .context("reading the catalog")?;
     let (drift, changed_since) = tree_drift(agent, rows.clone()).await?;
@@ -183,7 +185,7 @@ async fn orphans(
         .cloned()
         .collect();
     // Another agent's row may claim an object in a shared bucket or prefix.
-    let claimed = catalog::claimed_keys(&agent.pool, &unclaimed).await?;
+    let claimed = agent.catalog.claimed_keys(&unclaimed).await?;
     Ok(unclaimed
         .into_iter()
         .filter(|k| !claimed.contains(k))

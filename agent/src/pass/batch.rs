@@ -9,8 +9,8 @@
 
 use std::collections::{HashMap, HashSet};
 
+use crate::catalog::{FileRow, FileStatus};
 use anyhow::Context;
-use portail_core::catalog::{self, FileRow, FileStatus};
 
 use crate::agent::Agent;
 use crate::fs::scan::{self, PathState};
@@ -43,7 +43,9 @@ pub(crate) async fn sync_targeted(agent: &Agent, scope: Targeted) -> anyhow::Res
     let mut rec = Recorder::new(agent);
     if !scope.present.is_empty() {
         agent.guards.load_tripwire(guard::Tracked::LastPass).await?;
-        let sources = catalog::rows_by_paths(&agent.pool, agent.id, &scope.rename_candidates)
+        let sources = agent
+            .catalog
+            .rows_by_paths(&scope.rename_candidates)
             .await
             .map(|gone| rename_sources(&gone))?;
         let work = work_for(agent, scope.present).await?;
@@ -59,7 +61,9 @@ pub(crate) async fn sync_targeted(agent: &Agent, scope: Targeted) -> anyhow::Res
 /// The present files merged with their rows: what changed.
 async fn work_for(agent: &Agent, files: Vec<LocalFile>) -> anyhow::Result<Vec<Work>> {
     let paths: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
-    let mut rows: HashMap<String, FileRow> = catalog::rows_by_paths(&agent.pool, agent.id, &paths)
+    let mut rows: HashMap<String, FileRow> = agent
+        .catalog
+        .rows_by_paths(&paths)
         .await?
         .into_iter()
         .map(|r| (r.path.clone(), r))
@@ -138,14 +142,14 @@ async fn delete_expired(
             root.display()
         );
     }
-    let rows: Vec<FileRow> = catalog::rows_by_paths(&agent.pool, agent.id, &due)
+    let rows: Vec<FileRow> = agent
+        .catalog
+        .rows_by_paths(&due)
         .await?
         .into_iter()
         .filter(|r| r.status != FileStatus::Deleted)
         .collect();
-    let totals = catalog::agent_totals(&agent.pool, agent.id)
-        .await
-        .context("reading totals")?;
+    let totals = agent.catalog.totals().await.context("reading totals")?;
     let tree = agent.on_tree(scan::count).await?;
     let ctx = DeleteContext {
         tracked: totals.synced_files as u64,

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 
-use portail_core::catalog::{DeletedFile, FileRow};
+use crate::catalog::{DeletedFile, FileRow};
 use serde_json::json;
 
 use crate::agent::Agent;
@@ -151,8 +151,8 @@ impl Objects<'_> {
 mod tests {
     use std::sync::Arc;
 
+    use crate::catalog::FileStatus;
     use chrono::Utc;
-    use portail_core::catalog::FileStatus;
 
     use super::*;
     use crate::store::{FaultyClient, MemoryClient, ObjectClient, TransferConfig};

@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use portail_core::catalog::{EventKind, FileRow, FileStatus, PendingFile, PosixIds, SyncedFile};
+use crate::catalog::{EventKind, FileRow, FileStatus, PendingFile, PosixIds, SyncedFile};
 use serde_json::json;
 
 use crate::agent::Agent;

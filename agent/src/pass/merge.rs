@@ -13,9 +13,8 @@
 use std::collections::VecDeque;
 use std::future::Future;
 
+use crate::catalog::{Catalog, FileRow, FileStatus};
 use futures::{Stream, StreamExt};
-use portail_core::catalog::{self, FileRow, FileStatus};
-use sqlx::PgPool;
 
 use crate::model::tree::LocalFile;
 
@@ -68,17 +67,9 @@ pub trait RowSource: Send {
 }
 
 /// The rows of one agent in PostgreSQL.
-#[derive(Debug, Clone)]
-pub struct CatalogRows {
-    /// The catalog.
-    pub pool: PgPool,
-    /// Whose rows.
-    pub agent_id: i64,
-}
-
-impl RowSource for CatalogRows {
+impl RowSource for Catalog {
     async fn page(&mut self, after: Option<&str>, limit: i64) -> anyhow::Result<Vec<FileRow>> {
-        Ok(catalog::files_page(&self.pool, self.agent_id, after, limit).await?)
+        Ok(self.files_page(after, limit).await?)
     }
 }
 

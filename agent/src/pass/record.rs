@@ -4,7 +4,7 @@
 //! stage did. Out, for each, in one place ([`Recorder`]): the metrics, a log line, the
 //! [`SyncReport`], and the catalog write. Rows are written through [`RowBatcher`] in batches
 //! of [`BATCH`] (one round trip per batch rather than one per file; each row change also writes
-//! a `file_events` row). All SQL lives in `portail_core::catalog`.
+//! a `file_events` row). All SQL lives in `portail_core::catalog`, reached through [`crate::catalog::Catalog`].
 //!
 //! A full batch is written in the background while the pass goes on (one write in flight at a
 //! time): awaiting it inline stalled every upload in flight for the length of the round trip,
@@ -15,9 +15,8 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use crate::catalog::{Catalog, DeletedFile, FailedFile, FileRow, PendingFile, SyncedFile};
 use chrono::Utc;
-use portail_core::catalog::{self, FailedFile, FileRow, PendingFile, SyncedFile};
-use sqlx::PgPool;
 use tokio::task::JoinHandle;
 
 use crate::agent::Agent;
@@ -46,7 +45,7 @@ impl<'a> Recorder<'a> {
     pub fn new(agent: &'a Agent) -> Self {
         Recorder {
             agent,
-            batcher: RowBatcher::new(agent.pool.clone(), agent.id),
+            batcher: RowBatcher::new(agent.catalog.clone()),
             report: SyncReport::default(),
             progress: Arc::default(),
             renamed: HashMap::new(),
@@ -197,7 +196,7 @@ impl<'a> Recorder<'a> {
             .filter(|s| s.reason.is_problem())
             .map(|s| (s.path.clone(), s.raw_hex.clone(), s.reason.label()))
             .collect();
-        catalog::replace_unsyncable(&self.agent.pool, self.agent.id, &unsyncable).await
+        self.agent.catalog.replace_unsyncable(&unsyncable).await
     }
 
     /// A guard refused this pass's deletes.
@@ -227,8 +226,8 @@ impl<'a> Recorder<'a> {
     }
 
     /// Marks rows deleted; renamed sources do not count as deletes.
-    pub async fn deleted(&mut self, done: &[catalog::DeletedFile]) -> sqlx::Result<()> {
-        catalog::record_deleted(&self.agent.pool, self.agent.id, done).await?;
+    pub async fn deleted(&mut self, done: &[DeletedFile]) -> sqlx::Result<()> {
+        self.agent.catalog.record_deleted(done).await?;
         let plain = done
             .iter()
             .filter(|f| !self.renamed.contains_key(&f.path))
@@ -254,7 +253,7 @@ impl<'a> Recorder<'a> {
     pub async fn finish(mut self, started: std::time::Instant) -> anyhow::Result<SyncReport> {
         self.flush().await?;
         let m = &self.agent.metrics;
-        let totals = catalog::agent_totals(&self.agent.pool, self.agent.id).await?;
+        let totals = self.agent.catalog.totals().await?;
         m.tracked_files.set(totals.synced_files);
         // The tripwire's base for the watch batches until the next full pass.
         self.agent
@@ -273,8 +272,7 @@ impl<'a> Recorder<'a> {
 /// Buffers rows and writes them in batches of [`BATCH`], one batch in flight at a time.
 #[derive(Debug)]
 pub struct RowBatcher {
-    pool: PgPool,
-    agent_id: i64,
+    catalog: Arc<Catalog>,
     synced: Vec<SyncedFile>,
     failed: Vec<FailedFile>,
     pending: Vec<PendingFile>,
@@ -284,10 +282,9 @@ pub struct RowBatcher {
 
 impl RowBatcher {
     /// A batcher for one agent's rows.
-    pub fn new(pool: PgPool, agent_id: i64) -> Self {
+    pub fn new(catalog: Arc<Catalog>) -> Self {
         RowBatcher {
-            pool,
-            agent_id,
+            catalog,
             synced: Vec::new(),
             failed: Vec::new(),
             pending: Vec::new(),
@@ -321,12 +318,8 @@ impl RowBatcher {
         if self.synced.len() < BATCH {
             return Ok(());
         }
-        let (pool, id, batch) = (
-            self.pool.clone(),
-            self.agent_id,
-            std::mem::take(&mut self.synced),
-        );
-        self.write_behind(async move { catalog::record_synced(&pool, id, &batch).await.map(drop) })
+        let (catalog, batch) = (self.catalog.clone(), std::mem::take(&mut self.synced));
+        self.write_behind(async move { catalog.record_synced(&batch).await.map(drop) })
             .await
     }
 
@@ -336,12 +329,8 @@ impl RowBatcher {
         if self.failed.len() < BATCH {
             return Ok(());
         }
-        let (pool, id, batch) = (
-            self.pool.clone(),
-            self.agent_id,
-            std::mem::take(&mut self.failed),
-        );
-        self.write_behind(async move { catalog::record_failed(&pool, id, &batch).await.map(drop) })
+        let (catalog, batch) = (self.catalog.clone(), std::mem::take(&mut self.failed));
+        self.write_behind(async move { catalog.record_failed(&batch).await.map(drop) })
             .await
     }
 
@@ -353,23 +342,19 @@ impl RowBatcher {
         if self.pending.len() < BATCH {
             return Ok(());
         }
-        let (pool, id, batch) = (
-            self.pool.clone(),
-            self.agent_id,
-            std::mem::take(&mut self.pending),
-        );
-        self.write_behind(async move { catalog::record_pending(&pool, id, &batch).await.map(drop) })
+        let (catalog, batch) = (self.catalog.clone(), std::mem::take(&mut self.pending));
+        self.write_behind(async move { catalog.record_pending(&batch).await.map(drop) })
             .await
     }
 
     /// Writes everything still buffered, after the batch in flight.
     pub async fn flush(&mut self) -> sqlx::Result<()> {
         self.settle().await?;
-        catalog::record_synced(&self.pool, self.agent_id, &self.synced).await?;
+        self.catalog.record_synced(&self.synced).await?;
         self.synced.clear();
-        catalog::record_failed(&self.pool, self.agent_id, &self.failed).await?;
+        self.catalog.record_failed(&self.failed).await?;
         self.failed.clear();
-        catalog::record_pending(&self.pool, self.agent_id, &self.pending).await?;
+        self.catalog.record_pending(&self.pending).await?;
         self.pending.clear();
         Ok(())
     }

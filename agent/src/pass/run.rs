@@ -19,10 +19,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::catalog::FileRow;
 use anyhow::Context;
 use chrono::Utc;
 use futures::stream;
-use portail_core::catalog::{self, FileRow};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
@@ -35,7 +35,7 @@ use crate::pass::batch::{sync_targeted, Targeted};
 use crate::pass::delete;
 use crate::pass::file::{rename_sources, RenameSources};
 use crate::pass::jobs::transfer_files;
-use crate::pass::merge::{CatalogRows, Entry, Merge, Work};
+use crate::pass::merge::{Entry, Merge, Work};
 use crate::pass::progress::Progress;
 use crate::pass::record::Recorder;
 use crate::policy::delete_rules::DeleteContext;
@@ -154,7 +154,9 @@ async fn scan_merge_transfer(
     opts: &SyncOptions,
     rec: &mut Recorder<'_>,
 ) -> anyhow::Result<Merged> {
-    let renames_possible = catalog::has_live_files(&agent.pool, agent.id)
+    let renames_possible = agent
+        .catalog
+        .has_live_files()
         .await
         .context("reading the catalog")?;
     let (walk, files) = start_walk(agent);
@@ -212,10 +214,7 @@ async fn merge_tree(
     opts: &SyncOptions,
     progress: Arc<Progress>,
 ) -> anyhow::Result<Merged> {
-    let rows = CatalogRows {
-        pool: agent.pool.clone(),
-        agent_id: agent.id,
-    };
+    let rows = (*agent.catalog).clone();
     let mut merge = Merge::new(ReceiverStream::new(files), rows, opts.row_batch);
     let mut m = Merged::default();
     while let Some(entry) = merge.next().await? {
@@ -311,7 +310,7 @@ async fn retry_after_deletes(agent: &Agent, rec: &mut Recorder<'_>) -> anyhow::R
         return Ok(());
     }
     failed.retain(|f| !(f.stage == Stage::Transfer && retry.contains(&f.path)));
-    let rows = catalog::rows_by_paths(&agent.pool, agent.id, &retry).await?;
+    let rows = agent.catalog.rows_by_paths(&retry).await?;
     let mut work = Vec::new();
     for path in &retry {
         if let scan::PathState::File(local) =

@@ -21,7 +21,6 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use portail_core::catalog;
 use serde_json::json;
 
 use crate::catalog::{Catalog, GuardHold, LedgerWindow, NewHold};
@@ -501,32 +500,6 @@ impl Guards {
         };
         self.store.set_hold(&hold).await
     }
-}
-
-/// Releases what `kind`'s guard holds for this agent (the CLI's `release-*`): prints what was
-/// released, or that nothing was held.
-pub async fn release(pool: &sqlx::PgPool, agent_name: &str, kind: Kind) -> anyhow::Result<String> {
-    // Who released it, for the record: the login, else the uid (a container has no USER).
-    let uid = || {
-        use std::os::unix::fs::MetadataExt;
-        std::fs::metadata("/proc/self").map_or("unknown".into(), |m| format!("uid {}", m.uid()))
-    };
-    let by = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| uid());
-    Ok(
-        match catalog::release_hold(pool, agent_name, kind.label(), &by).await? {
-            Some(h) => format!(
-                "released {} held {} of agent {agent_name} (guard {}, held since {}; first: {}). The agent lets them through within seconds in watch mode, or at its next pass; the window starts afresh",
-                h.held,
-                kind.label(),
-                h.guard,
-                h.held_since,
-                h.sample.join(", ")
-            ),
-            None => format!("agent {agent_name} holds no {}", kind.label()),
-        },
-    )
 }
 
 #[cfg(test)]

@@ -12,7 +12,9 @@
 //! bucket keeps the old bytes itself and the catalog records each upload's VersionId.
 
 use chrono::{DateTime, Utc};
-use portail_core::catalog::{self, FileRow, VersionRow};
+use std::sync::Arc;
+
+use crate::catalog::{Catalog, FileRow, VersionRow};
 
 use portail_core::config::ConfigError;
 use serde::Deserialize;
@@ -137,10 +139,8 @@ impl History {
 /// HISTORY_RETENTION.
 #[derive(Debug, Clone)]
 pub struct Purger {
-    /// The catalog.
-    pub pool: sqlx::PgPool,
-    /// The agent whose history is purged.
-    pub agent_id: i64,
+    /// The catalog of the agent whose history is purged.
+    pub catalog: Arc<Catalog>,
     /// The S3 side, which deletes the kept bytes.
     pub store: Transfer,
     /// HISTORY_RETENTION: history that ended longer ago goes.
@@ -219,7 +219,7 @@ impl Purger {
         let cutoff = Utc::now() - retention;
         let mut purged = Purged::default();
         loop {
-            let batch = catalog::expired_versions(&self.pool, self.agent_id, cutoff, 1000).await?;
+            let batch = self.catalog.expired_versions(cutoff, 1000).await?;
             if batch.is_empty() {
                 break;
             }
@@ -227,7 +227,7 @@ impl Purger {
             if done.is_empty() {
                 break; // every delete failed: try again next time
             }
-            purged.versions += catalog::delete_versions(&self.pool, &done).await?;
+            purged.versions += self.catalog.delete_versions(&done).await?;
         }
         self.metrics.purged.inc_by(purged.objects);
         Ok(purged)
@@ -296,7 +296,7 @@ mod tests {
             md5: Some(hex::encode(md5::Md5::digest(b"old"))),
             etag: None,
             content_type: None,
-            status: portail_core::catalog::FileStatus::Synced,
+            status: crate::catalog::FileStatus::Synced,
             last_error: None,
             synced_at: Some(since),
             deleted_at: None,

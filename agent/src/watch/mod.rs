@@ -31,7 +31,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use portail_core::catalog;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -300,7 +299,7 @@ impl State {
     ) -> anyhow::Result<()> {
         for rel in missing {
             let first = since.get(rel.as_str()).map_or(now, |d| d.since);
-            let below = catalog::live_rows_under(&agent.pool, agent.id, rel).await?;
+            let below = agent.catalog.live_rows_under(rel).await?;
             let held = std::iter::once(rel.clone()).chain(below.into_iter().map(|r| r.path));
             self.hold_vanished(held.map(|p| (p, first)), now, grace);
         }

@@ -6,8 +6,6 @@
 
 use std::time::Duration;
 
-use portail_core::catalog;
-
 use crate::agent::Agent;
 use crate::policy::guard;
 
@@ -34,7 +32,7 @@ impl ReleasePoll {
     /// Whether a release newer than the last one acted on waits, with allowance to use.
     pub(super) async fn released(&mut self, agent: &Agent) -> bool {
         for kind in [guard::Kind::Deletes, guard::Kind::Changes] {
-            match catalog::guard_hold(&agent.pool, agent.id, kind.label()).await {
+            match agent.catalog.guard_hold(kind.label()).await {
                 Ok(Some(h)) if h.allowance > 0 && h.released_at != self.last => {
                     tracing::warn!(kind = kind.label(), held = h.held, by = ?h.released_by, "released by an operator; letting the held files through");
                     self.last = h.released_at;
