@@ -218,8 +218,11 @@ async fn fifty_busy_files_do_not_starve_a_quiet_one() {
     for t in writers {
         t.join().unwrap();
     }
+    // Closed after one write, the quiet file is due 20 ms later; starved, it would wait behind
+    // the busy files' reads and uploads, batch after batch. 1.5 s, not 1: the suite run beside
+    // two release builds on this 2-core machine once took 1.07 s.
     assert!(
-        took < Duration::from_secs(1),
+        took < Duration::from_millis(1500),
         "the quiet file took {took:?}"
     );
     let busy_synced = env

@@ -238,7 +238,7 @@ async fn restore(mut cfg: AgentConfig, args: RestoreArgs) -> anyhow::Result<u8> 
             .await?
     } else {
         let pool = portail_core::catalog::connect(&cfg.db).await?;
-        portail_core::catalog::migrate(&pool).await?;
+        portail_core::catalog::prepare_schema(&pool).await?;
         let catalog = super::catalog_of(&pool, &cfg.agent.agent_name()).await?;
         let restore = crate::ops::restore::Restore {
             catalog: &catalog,

@@ -113,7 +113,8 @@ fn known_errors() -> impl Iterator<Item = (Stage, FailureKind)> {
     .chain([FailureKind::FullReconcile, FailureKind::Batch].map(|k| (Stage::Pass, k)))
 }
 
-/// Runs the migrations and registers the agent in the catalog; returns its row id.
+/// Meets the schema (the owner migrates; an agent's role checks it is current), checks that the
+/// role may run this agent, and registers the agent in the catalog; returns its row id.
 async fn register(
     pool: &PgPool,
     settings: &AgentSettings,
@@ -121,9 +122,8 @@ async fn register(
     prefix: &str,
     name: &str,
 ) -> anyhow::Result<i64> {
-    portail_core::catalog::migrate(pool)
-        .await
-        .context("running migrations")?;
+    portail_core::catalog::prepare_schema(pool).await?;
+    refuse_another_agents_role(pool, name).await?;
     let row = portail_core::catalog::register_agent(
         pool,
         &NewAgent {
@@ -137,6 +137,24 @@ async fn register(
     .await
     .context("registering the agent")?;
     Ok(row.id)
+}
+
+/// An agent's role runs only the agent it is bound to, whatever AGENT_ID says: a host that
+/// holds one agent's DATABASE_URL cannot act as another (and delete its files). The owner's
+/// role is bound to none.
+pub async fn refuse_another_agents_role(pool: &PgPool, name: &str) -> anyhow::Result<()> {
+    let bound = portail_core::catalog::bound_agent(pool)
+        .await
+        .context("reading the role's agent")?;
+    match bound {
+        Some(bound) if bound != name => anyhow::bail!(portail_core::config::ConfigError::Invalid {
+            var: "AGENT_ID".into(),
+            reason: format!(
+                "is {name:?}, but this DATABASE_URL's role is bound to agent {bound:?}; an agent's role runs only that agent"
+            ),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Aborts the multipart uploads an earlier run left behind (their intents are in the journal).
@@ -205,6 +223,7 @@ impl Agent {
 /// The catalog handle of the agent named `name` (AGENT_ID), which must exist: for the commands
 /// that need no running agent (restore, history).
 pub async fn catalog_of(pool: &PgPool, name: &str) -> anyhow::Result<crate::catalog::Catalog> {
+    refuse_another_agents_role(pool, name).await?;
     let id = portail_core::catalog::agent_id_by_name(pool, name)
         .await?
         .with_context(|| format!("no agent named {name:?} in the catalog (AGENT_ID)"))?;

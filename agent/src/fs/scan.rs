@@ -216,6 +216,15 @@ enum Visit {
     SkipDir(Skipped),
     Skipped(Skipped),
     Failed(ScanFailure),
+    /// Gone between the directory listing and its read or stat (a folder removed while the
+    /// walk was in it): not in the tree, and no error. Counting it as unreadable would hold
+    /// every delete of the pass under `scan_errors`, for a tree that is only changing.
+    Vanished,
+}
+
+/// Whether an error says the entry is no longer there.
+fn vanished(err: &std::io::Error) -> bool {
+    err.kind() == std::io::ErrorKind::NotFound || err.raw_os_error() == Some(libc::ENOTDIR)
 }
 
 fn walk(
@@ -234,6 +243,7 @@ fn walk(
         let visit = match item {
             Ok(e) if e.depth() == 0 => continue,
             Ok(e) => visit(root, &e, prefix, excludes),
+            Err(err) if err.io_error().is_some_and(vanished) => Visit::Vanished,
             Err(err) => Visit::Failed(ScanFailure {
                 path: err
                     .path()
@@ -248,7 +258,7 @@ fn walk(
                     break;
                 }
             }
-            Visit::Dir => {}
+            Visit::Dir | Visit::Vanished => {}
             Visit::SkipDir(s) => {
                 out.skipped.push(s);
                 walk.skip_current_dir();
@@ -292,6 +302,7 @@ fn visit(root: &Path, entry: &DirEntry, prefix: &str, excludes: &Excludes) -> Vi
             path: rel,
             meta: FileMeta::from_metadata(&m),
         }),
+        Err(err) if err.io_error().is_some_and(vanished) => Visit::Vanished,
         Err(err) => Visit::Failed(ScanFailure {
             path: rel,
             error: err.to_string(),
@@ -334,6 +345,43 @@ mod tests {
         assert!(!e.is_excluded("sub/.git/config", false));
         assert!(e.is_excluded("build/cache", true));
         assert!(!e.is_excluded("build", true));
+    }
+
+    #[test]
+    fn a_folder_removed_while_the_walk_is_in_it_is_gone_not_unreadable() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::write(root.join("a.txt"), b"a").unwrap();
+        std::fs::create_dir_all(root.join("b/c")).unwrap();
+        std::fs::write(root.join("b/c/d.txt"), b"d").unwrap();
+        std::fs::write(root.join("z.txt"), b"z").unwrap();
+        let mut seen = Vec::new();
+        // The walk lists the root, then yields a.txt; the folder goes before it is read.
+        let out = walk(root, root, "", &ex(&[]), |f| {
+            if f.path == "a.txt" {
+                std::fs::remove_dir_all(root.join("b")).unwrap();
+            }
+            seen.push(f.path);
+            true
+        });
+        assert!(out.failures.is_empty(), "{:?}", out.failures);
+        assert_eq!(seen, ["a.txt", "z.txt"]);
+        // An entry that is really unreadable still is.
+        std::fs::create_dir(root.join("locked")).unwrap();
+        std::fs::write(root.join("locked/x"), b"x").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(root.join("locked"), std::fs::Permissions::from_mode(0o000))
+            .unwrap();
+        let denied = std::fs::read_dir(root.join("locked")).is_err(); // false as root
+        let out = walk(root, root, "", &ex(&[]), |_| true);
+        assert_eq!(
+            out.failures.len(),
+            usize::from(denied),
+            "{:?}",
+            out.failures
+        );
+        std::fs::set_permissions(root.join("locked"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
     }
 
     #[test]
@@ -435,8 +483,7 @@ pub enum PathState {
 pub fn inspect(root: &Path, rel: &str, prefix: &str, excludes: &Excludes) -> PathState {
     let meta = match std::fs::symlink_metadata(root.join(rel)) {
         Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return PathState::Missing,
-        Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => return PathState::Missing,
+        Err(e) if vanished(&e) => return PathState::Missing,
         Err(e) => {
             return PathState::Failed(ScanFailure {
                 path: rel.to_string(),

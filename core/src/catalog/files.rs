@@ -164,8 +164,8 @@ const RECORD_SYNCED: &str = "
                input.encryption, input.kind
         from up join input using (path)
     )
-    insert into file_events (file_id, kind, details)
-    select up.id, input.kind, input.details from up join input using (path)";
+    insert into file_events (file_id, agent_id, kind, details)
+    select up.id, $1, input.kind, input.details from up join input using (path)";
 
 /// Records files that could not be synced as `error` with their reason, one `failed` event
 /// each. A row that was `synced` keeps its md5 and etag: the object in S3 is still the old one.
@@ -195,8 +195,8 @@ pub async fn record_failed(
                  status = 'error', last_error = excluded.last_error, updated_at = now()
              returning id, path
          )
-         insert into file_events (file_id, kind, details)
-         select up.id, 'failed', jsonb_build_object('error', input.error, 'stage', input.stage)
+         insert into file_events (file_id, agent_id, kind, details)
+         select up.id, $1, 'failed', jsonb_build_object('error', input.error, 'stage', input.stage)
          from up join input using (path)",
     )
     .bind(agent_id)
@@ -290,8 +290,8 @@ pub async fn record_deleted(
              from up join input using (path)
              where v.file_id = up.id and v.valid_to is null
          )
-         insert into file_events (file_id, kind, details)
-         select up.id, 'deleted', input.details from up join input using (path)",
+         insert into file_events (file_id, agent_id, kind, details)
+         select up.id, $1, 'deleted', input.details from up join input using (path)",
     )
     .bind(agent_id)
     .bind(&path)

@@ -16,6 +16,7 @@
 //! | [`links`] | `share_links` |
 //! | [`audit`] | `audit_log` |
 //! | [`sessions`] | `ui_sessions` |
+//! | [`roles`] | `agent_roles`, the agents' login roles, and the schema check at start |
 //!
 //! Every function is re-exported here, so callers write `catalog::record_synced`.
 //! All queries use `sqlx::query`/`query_as` rather than the macros, so builds need no database.
@@ -28,6 +29,7 @@ pub mod guards;
 pub mod journal;
 pub mod links;
 mod models;
+pub mod roles;
 pub mod sessions;
 pub mod tokens;
 pub mod unsyncable;
@@ -41,6 +43,7 @@ pub use guards::*;
 pub use journal::*;
 pub use links::*;
 pub use models::*;
+pub use roles::*;
 pub use sessions::*;
 pub use tokens::*;
 pub use unsyncable::*;
@@ -52,9 +55,10 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
-use crate::config::DatabaseConfig;
+use crate::config::{ConfigError, DatabaseConfig};
 
-/// The schema in `migrations/`, embedded at build time. Both services run it at start.
+/// The schema in `migrations/`, embedded at build time. The owner of the schema runs it
+/// (`portail-url-service migrate`, or a service started with the owner's URL).
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 
 /// Opens a pool. One direct connection is tried first, within 10 s, so that a database that
@@ -81,6 +85,28 @@ pub async fn connect(cfg: &DatabaseConfig) -> anyhow::Result<PgPool> {
 /// advisory lock).
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     MIGRATOR.run(pool).await
+}
+
+/// What a service does with the schema at start. The owner (or a superuser, or anyone on an
+/// empty database) migrates. Any other role, such as an agent's, only checks that the schema
+/// is as new as the binary, and refuses to start otherwise (a [`ConfigError`], exit code 2)
+/// with the command that fixes it.
+pub async fn prepare_schema(pool: &PgPool) -> anyhow::Result<()> {
+    use anyhow::Context;
+    match roles::schema_state(pool)
+        .await
+        .context("reading the schema's state")?
+    {
+        Schema::Owner => migrate(pool).await.context("running migrations")?,
+        Schema::Current => {}
+        Schema::Outdated { applied, latest } => anyhow::bail!(ConfigError::Invalid {
+            var: "DATABASE_URL".into(),
+            reason: format!(
+                "the catalog's schema (migration {applied}) is older than this binary's ({latest}), and this role may not change it: run `portail-url-service migrate` with the owner's DATABASE_URL"
+            ),
+        }),
+    }
+    Ok(())
 }
 
 /// Checks that the database answers.
